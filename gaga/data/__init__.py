@@ -1,0 +1,1 @@
+"""gaga.data: see the module docstrings inside."""

@@ -1,0 +1,56 @@
+"""Data command line: build caches and print summaries.
+
+    python -m gaga.data build qm9 [--data-dir data]
+    python -m gaga.data build drugs --source PATH [--data-dir data]
+    python -m gaga.data summary qm9|drugs [--data-dir data] [--remove-h]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from gaga.config import REPO_ROOT
+
+
+def _source(name: str, data_dir: Path, source_dir: Path | None):
+    if name == "qm9":
+        from gaga.data.qm9 import QM9
+
+        return QM9(data_dir)
+    from gaga.data.drugs import GeomDrugs
+
+    return GeomDrugs(data_dir, source_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gaga.data", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["build", "summary"])
+    parser.add_argument("dataset", choices=["qm9", "drugs"])
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data", help="where caches live")
+    parser.add_argument("--source", type=Path, default=None, help="GEOM-Drugs files as downloaded (drugs only)")
+    parser.add_argument("--remove-h", action="store_true", help="summary without hydrogens")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    source = _source(args.dataset, args.data_dir, args.source)
+    try:
+        if args.action == "build":
+            start = time.perf_counter()
+            path = source.build()
+            print(f"built {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
+        else:
+            from gaga.data.datamodule import MoleculeDataModule
+            from gaga.data.summary import data_summary
+
+            print(data_summary(MoleculeDataModule(source, remove_h=args.remove_h)))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""MoleculeSet: many molecules in flat arrays, and its versioned, atomically written npz cache.
+
+Atoms of molecule i are rows offsets[i]:offsets[i+1] of `positions` (float32, Angstrom) and
+`atomic_numbers` (int8). `mol_ids` groups conformers of one molecule (GEOM); QM9 has one each.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CACHE_VERSION = 1
+
+
+class CacheError(RuntimeError):
+    """A cache file that is missing, stale or corrupt; the message says how to rebuild it."""
+
+
+@dataclass
+class MoleculeSet:
+    positions: np.ndarray
+    atomic_numbers: np.ndarray
+    offsets: np.ndarray
+    smiles: list[str] = field(default_factory=list)
+    mol_ids: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.positions = np.ascontiguousarray(self.positions, dtype=np.float32).reshape(-1, 3)
+        self.atomic_numbers = np.ascontiguousarray(self.atomic_numbers, dtype=np.int8)
+        self.offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
+        if self.mol_ids is None:
+            self.mol_ids = np.arange(len(self), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_atoms(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def molecule(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(atomic numbers, positions) of molecule i."""
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        return self.atomic_numbers[lo:hi].astype(np.int64), self.positions[lo:hi]
+
+    def __iter__(self):
+        return (self.molecule(i) for i in range(len(self)))
+
+    def subset(self, indices: np.ndarray) -> MoleculeSet:
+        """The molecules at `indices`, in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        counts = self.num_atoms[indices]
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        atom_rows = np.repeat(self.offsets[indices] - offsets[:-1], counts) + np.arange(offsets[-1])
+        return MoleculeSet(
+            positions=self.positions[atom_rows],
+            atomic_numbers=self.atomic_numbers[atom_rows],
+            offsets=offsets,
+            smiles=[self.smiles[i] for i in indices] if self.smiles else [],
+            mol_ids=self.mol_ids[indices],
+        )
+
+    def without_hydrogen(self) -> MoleculeSet:
+        """The same molecules with every hydrogen atom removed."""
+        keep = self.atomic_numbers != 1
+        counts = np.add.reduceat(keep.astype(np.int64), self.offsets[:-1]) if len(self) else np.zeros(0, int)
+        counts[self.num_atoms == 0] = 0
+        return MoleculeSet(
+            positions=self.positions[keep],
+            atomic_numbers=self.atomic_numbers[keep],
+            offsets=np.concatenate([[0], np.cumsum(counts)]),
+            smiles=list(self.smiles),
+            mol_ids=self.mol_ids,
+        )
+
+    def validate(self, source: str) -> None:
+        """Raise ValueError naming `source` and the first bad molecule if the arrays are inconsistent."""
+        if len(self) < 1:
+            raise ValueError(f"{source}: no molecules")
+        if self.offsets[0] != 0 or self.offsets[-1] != len(self.positions) or (np.diff(self.offsets) < 0).any():
+            raise ValueError(f"{source}: offsets do not partition the {len(self.positions)} atoms")
+        if len(self.atomic_numbers) != len(self.positions):
+            raise ValueError(f"{source}: {len(self.atomic_numbers)} atomic numbers for {len(self.positions)} positions")
+        bad_atoms = ~np.isfinite(self.positions).all(axis=1)
+        if bad_atoms.any():
+            mol = int(np.searchsorted(self.offsets, np.flatnonzero(bad_atoms)[0], side="right") - 1)
+            raise ValueError(f"{source}: molecule {mol} has NaN or infinite coordinates; remove it or fix the record")
+        if self.smiles and len(self.smiles) != len(self):
+            raise ValueError(f"{source}: {len(self.smiles)} SMILES for {len(self)} molecules")
+
+    # --- cache -------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, **meta) -> None:
+        """Write an npz cache atomically (temp file + rename): a failure leaves the old file intact."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez_compressed(
+                    handle,
+                    version=np.array(CACHE_VERSION),
+                    positions=self.positions,
+                    atomic_numbers=self.atomic_numbers,
+                    offsets=self.offsets,
+                    mol_ids=self.mol_ids,
+                    smiles=np.array("\n".join(self.smiles)),
+                    **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path, rebuild_hint: str) -> tuple[MoleculeSet, dict]:
+        """Read a cache written by `save`; CacheError (with `rebuild_hint`) when missing, stale or corrupt."""
+        path = Path(path)
+        if not path.exists():
+            raise CacheError(f"{path}: cache not found. {rebuild_hint}")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                version = int(npz["version"])
+                if version != CACHE_VERSION:
+                    raise CacheError(
+                        f"{path}: cache version {version}, this gaga reads version {CACHE_VERSION}. {rebuild_hint}"
+                    )
+                text = str(npz["smiles"])
+                molecules = cls(
+                    positions=npz["positions"],
+                    atomic_numbers=npz["atomic_numbers"],
+                    offsets=npz["offsets"],
+                    smiles=text.split("\n") if text else [],
+                    mol_ids=npz["mol_ids"],
+                )
+                meta = {k[5:]: npz[k].item() if npz[k].ndim == 0 else npz[k] for k in npz.files if k.startswith("meta_")}
+        except CacheError:
+            raise
+        except Exception as error:  # zip, pickle or key errors all mean the file is damaged
+            raise CacheError(f"{path}: cache is corrupt ({type(error).__name__}: {error}). {rebuild_hint}") from error
+        try:
+            molecules.validate(str(path))
+        except ValueError as error:
+            raise CacheError(f"{error}. {rebuild_hint}") from error
+        return molecules, meta

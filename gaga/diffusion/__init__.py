@@ -1,0 +1,1 @@
+"""gaga.diffusion: see the module docstrings inside."""
