@@ -16,7 +16,9 @@ if not OmegaConf.has_resolver("gaga_root"):
     OmegaConf.register_new_resolver("gaga_root", lambda: str(REPO_ROOT))
 
 
-def compose(config_name: str = "train", overrides: list[str] | None = None, output_dir: str | None = None) -> DictConfig:
+def compose(
+    config_name: str = "train", overrides: list[str] | None = None, output_dir: str | None = None
+) -> DictConfig:
     """The config as train.py / sample.py would see it, outside a Hydra run (tests, notebooks).
 
     `hydra:` interpolations resolve against a run whose output folder is `output_dir` (a new temporary one by default).

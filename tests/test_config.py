@@ -29,11 +29,17 @@ def test_every_option_composes_and_resolves(group, option, tmp_path):
 def test_data_configs_instantiate(tmp_path):
     qm9 = instantiate(compose("train", ["data=qm9"]).data)
     assert qm9.encoder.symbols == ("H", "C", "N", "O", "F") and qm9.batch_size == 64
+    drugs = instantiate(compose("train", ["data=drugs", f"paths.data_dir={tmp_path}"]).data)
+    assert drugs.encoder.num_types == 16 and drugs.batch_size == 32
+    with pytest.raises(FileNotFoundError, match=r"(?s)geom_drugs_30.npy.*python -m gaga.data build drugs --source"):
+        drugs.setup()
 
 
 def test_train_prints_composed_config():
     out = subprocess.run(
         [sys.executable, str(REPO_ROOT / "train.py"), "--cfg", "job", "data.batch_size=7"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "batch_size: 7" in out and "_target_: gaga.data.datamodule.MoleculeDataModule" in out

@@ -41,6 +41,26 @@ class MoleculeDataset(torch.utils.data.Dataset):
         return Data(pos=self.positions[lo:hi], x=x, charges=self.charges[lo:hi], num_nodes=hi - lo)
 
 
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A permutation that depends only on (seed, epoch), so a resumed run sees the same batches.
+
+    Lightning calls `set_epoch` at the start of every epoch.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
 class MoleculeDataModule(pl.LightningDataModule):
     """Serves a source's splits (optionally subsets) as PyG batches and exposes training statistics.
 
@@ -135,13 +155,12 @@ class MoleculeDataModule(pl.LightningDataModule):
         return MoleculeDataset(molecules, self.encoder.encode(molecules.atomic_numbers), self.encoder.num_types)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
             num_workers=self.num_workers,
-            generator=generator,
             persistent_workers=self.num_workers > 0,
         )
 

@@ -137,7 +137,9 @@ class MoleculeSet:
                     smiles=text.split("\n") if text else [],
                     mol_ids=npz["mol_ids"],
                 )
-                meta = {k[5:]: npz[k].item() if npz[k].ndim == 0 else npz[k] for k in npz.files if k.startswith("meta_")}
+                meta = {
+                    k[5:]: npz[k].item() if npz[k].ndim == 0 else npz[k] for k in npz.files if k.startswith("meta_")
+                }
         except CacheError:
             raise
         except Exception as error:  # zip, pickle or key errors all mean the file is damaged

@@ -44,7 +44,9 @@ def _parse_part(path: Path) -> tuple[MoleculeSet, np.ndarray]:
     try:
         frame = pd.read_csv(path, usecols=QM9_COLUMNS)
     except (ValueError, pd.errors.ParserError) as error:
-        raise ValueError(f"{path}: cannot read the CSV ({error}); reinstall qm9pack: pip install --force-reinstall qm9pack") from error
+        raise ValueError(
+            f"{path}: cannot read the CSV ({error}); reinstall qm9pack: pip install --force-reinstall qm9pack"
+        ) from error
     if frame.empty:
         raise ValueError(f"{path}: no rows; reinstall qm9pack: pip install --force-reinstall qm9pack")
     declared = frame["N_atoms"].to_numpy()
@@ -90,7 +92,7 @@ def build_qm9_cache(data_dir: str | Path, source_dir: Path | None = None) -> Pat
     """Parse qm9pack's CSV files into `<data_dir>/qm9.npz` (sorted by QM9 index) and return its path."""
     source_dir = source_dir or qm9pack_data_dir()
     start = time.perf_counter()
-    parts, indices = zip(*(_parse_part(source_dir / name) for name in QM9_PARTS))
+    parts, indices = zip(*(_parse_part(source_dir / name) for name in QM9_PARTS), strict=True)
     molecules = concat(list(parts))
     order = np.argsort(np.concatenate(indices), kind="stable")
     molecules = molecules.subset(order)

@@ -66,7 +66,7 @@ class DatasetStatistics:
             dataset=dataset,
             num_molecules=len(molecules),
             atom_symbols=list(encoder.symbols),
-            num_atoms_hist={int(n): int(c) for n, c in zip(sizes, size_counts)},
+            num_atoms_hist={int(n): int(c) for n, c in zip(sizes, size_counts, strict=True)},
             atom_type_counts=[int(c) for c in types],
             moments=per_molecule_moments(molecules, encoder),
         )
@@ -74,7 +74,7 @@ class DatasetStatistics:
     @property
     def atom_type_frequencies(self) -> dict[str, float]:
         total = sum(self.atom_type_counts)
-        return {s: c / total for s, c in zip(self.atom_symbols, self.atom_type_counts)}
+        return {s: c / total for s, c in zip(self.atom_symbols, self.atom_type_counts, strict=True)}
 
     @property
     def max_num_atoms(self) -> int:

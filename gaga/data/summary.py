@@ -25,6 +25,8 @@ def data_summary(datamodule: MoleculeDataModule) -> str:
         f"  per-molecule RMS (train): coordinates {m['rms_coords']:.3f}  atom types {m['rms_types']:.3f}  "
         f"all columns {m['rms_all']:.3f}"
     )
-    lines.append(f"  per-molecule unbiased variance: coordinates {m['var_coords']:.3f}  atom types {m['var_types']:.4f}")
+    lines.append(
+        f"  per-molecule unbiased variance: coordinates {m['var_coords']:.3f}  atom types {m['var_types']:.4f}"
+    )
     lines.append("  time: " + "  ".join(f"{k} {v:.2f}s" for k, v in datamodule.timings.items()))
     return "\n".join(lines)

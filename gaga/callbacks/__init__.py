@@ -1,0 +1,1 @@
+"""gaga.callbacks: see the module docstrings inside."""

@@ -1,0 +1,139 @@
+"""EDM's forward (noising) process on PyG-style batches: zero-CoM projection, noise, normalisation, z_t.
+
+A batch is flat: `pos` [N, 3], `h` [N, F] and `batch` [N] (molecule index of each atom, sorted, 0..B-1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch_geometric.utils import scatter
+
+from gaga.diffusion.schedules import NoiseSchedule
+
+
+def remove_mean(x: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = None) -> torch.Tensor:
+    """Subtract each molecule's mean over its atoms (the zero centre-of-mass projection)."""
+    mean = scatter(x, batch, dim=0, dim_size=num_graphs, reduce="mean")
+    return x - mean[batch]
+
+
+def sample_zero_com_noise(
+    like: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Standard Gaussian noise shaped like `like`, projected to zero mean per molecule."""
+    noise = torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=generator)
+    return remove_mean(noise, batch, num_graphs)
+
+
+def sample_noise(
+    pos: torch.Tensor,
+    h: torch.Tensor,
+    batch: torch.Tensor,
+    num_graphs: int | None = None,
+    zero_mean_features: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """EDM's combined noise: zero-CoM Gaussian for coordinates, standard Gaussian for features.
+
+    `zero_mean_features=True` projects the feature noise to zero mean per molecule as well
+    (what the GAGA reference code does).
+    """
+    eps_pos = sample_zero_com_noise(pos, batch, num_graphs, generator)
+    if zero_mean_features:
+        eps_h = sample_zero_com_noise(h, batch, num_graphs, generator)
+    else:
+        eps_h = torch.randn(h.shape, dtype=h.dtype, device=h.device, generator=generator)
+    return eps_pos, eps_h
+
+
+def diffuse(
+    pos: torch.Tensor,
+    h: torch.Tensor,
+    t: torch.Tensor,
+    schedule: NoiseSchedule,
+    batch: torch.Tensor,
+    zero_mean_features: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw z_t = alpha_t x + sigma_t eps for integer steps `t` [B]; returns (pos_t, h_t, eps_pos, eps_h).
+
+    `pos` must already be zero-CoM per molecule (then so is pos_t).
+    """
+    eps_pos, eps_h = sample_noise(pos, h, batch, t.shape[0], zero_mean_features, generator)
+    alpha, sigma = schedule.alpha(t)[batch, None], schedule.sigma(t)[batch, None]
+    return alpha * pos + sigma * eps_pos, alpha * h + sigma * eps_h, eps_pos, eps_h
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """EDM's feature scaling and the layout of h: [one-hot / onehot_scale, (charge / charge_scale)].
+
+    EDM's `normalize_factors` [1, 4, 10] are (position_scale, onehot_scale, charge_scale) and its
+    `norm_biases` (None, 0, 0) are (-, onehot_bias, charge_bias); positions get no bias so that they
+    stay at zero centre of mass. `include_charges` adds the atomic charge as the last column of h
+    (EDM's default for QM9; the GAGA runs leave it out).
+    """
+
+    position_scale: float = 1.0
+    onehot_scale: float = 4.0
+    charge_scale: float = 10.0
+    onehot_bias: float = 0.0
+    charge_bias: float = 0.0
+    include_charges: bool = False
+
+    @classmethod
+    def from_edm(
+        cls,
+        norm_values: Sequence[float],
+        norm_biases: Sequence[float | None] = (None, 0.0, 0.0),
+        include_charges: bool = False,
+    ) -> Normalizer:
+        """Build from EDM's (normalize_factors, norm_biases) triples."""
+        if len(norm_values) != 3 or len(norm_biases) != 3:
+            raise ValueError(
+                f"normalize_factors and norm_biases need 3 entries (positions, one-hot, charges), "
+                f"got {list(norm_values)} and {list(norm_biases)}"
+            )
+        if norm_biases[0] not in (None, 0, 0.0):
+            raise ValueError(f"norm_biases[0] (positions) must be None or 0 to keep zero CoM, got {norm_biases[0]}")
+        return cls(*map(float, norm_values), float(norm_biases[1]), float(norm_biases[2]), include_charges)
+
+    def num_features(self, num_atom_types: int) -> int:
+        """Width of h for a dataset with `num_atom_types` one-hot columns."""
+        return num_atom_types + int(self.include_charges)
+
+    def encode(
+        self, pos: torch.Tensor, onehot: torch.Tensor, charges: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale Angstrom positions, one-hot [N, K] and integer charges [N] into (pos, h)."""
+        columns = [(onehot.float() - self.onehot_bias) / self.onehot_scale]
+        if self.include_charges:
+            if charges is None:
+                raise ValueError("Normalizer.include_charges is set but no charges were given: pass charges=Z")
+            columns.append((charges.float().reshape(-1, 1) - self.charge_bias) / self.charge_scale)
+        return pos / self.position_scale, torch.cat(columns, dim=1)
+
+    def split(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unscaled (one-hot, charges) columns of h; charges is None without include_charges."""
+        num_types = h.shape[1] - int(self.include_charges)
+        onehot = h[:, :num_types] * self.onehot_scale + self.onehot_bias
+        charges = h[:, num_types] * self.charge_scale + self.charge_bias if self.include_charges else None
+        return onehot, charges
+
+    def log_volume_change(self, num_atoms: torch.Tensor) -> torch.Tensor:
+        """log |det| of the position scaling on the (N-1)*3-dimensional zero-CoM subspace, per molecule."""
+        return -(num_atoms - 1) * 3 * math.log(self.position_scale)
+
+    def check_against(self, schedule: NoiseSchedule, num_stdevs: float = 8.0) -> None:
+        """EDM's guard: 1 / max(onehot_scale, charge_scale) must exceed num_stdevs * sigma_0."""
+        sigma_0 = float(schedule.sigma(torch.zeros(1, dtype=torch.long)))
+        largest = max(self.onehot_scale, self.charge_scale)
+        if sigma_0 * num_stdevs > 1.0 / largest:
+            raise ValueError(
+                f"normalisation factor {largest} is too large for this noise schedule (sigma_0 = {sigma_0:.5f}): "
+                f"lower normalize_factors or the schedule precision"
+            )

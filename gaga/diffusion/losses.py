@@ -1,0 +1,196 @@
+"""EDM's objectives on PyG-style batches: the l2 epsilon loss for training and the full NLL estimate.
+
+Both call a denoiser net(pos_t, h_t, t / T, batch) -> (eps_pos, eps_h) and return one value per molecule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch_geometric.utils import scatter
+
+from gaga.diffusion.forward import Normalizer, diffuse, remove_mean
+from gaga.diffusion.schedules import NoiseSchedule
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def per_molecule_sum(x: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """Sum of all entries of each molecule's rows: [N, ...] -> [B]."""
+    return scatter(x.reshape(x.shape[0], -1).sum(dim=1), batch, dim=0, dim_size=num_graphs, reduce="sum")
+
+
+def sample_steps(
+    num_graphs: int,
+    t_min: int,
+    t_max: int,
+    timesteps: int,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Integer steps drawn uniformly from {t_min, ..., t_max}, one per molecule; needs 0 <= t_min <= t_max <= T."""
+    if not 0 <= t_min <= t_max <= timesteps:
+        raise ValueError(f"need 0 <= t_min <= t_max <= T={timesteps}, got t_min={t_min}, t_max={t_max}")
+    return torch.randint(t_min, t_max + 1, (num_graphs,), device=device, generator=generator)
+
+
+def _standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def log_p_h_given_z0(
+    h_0: torch.Tensor,
+    h: torch.Tensor,
+    sigma_0: torch.Tensor,
+    normalizer: Normalizer,
+    batch: torch.Tensor,
+    num_graphs: int,
+    epsilon: float = 1e-10,
+) -> torch.Tensor:
+    """EDM's discretised likelihood log p(h | z_0) of the true atom types (and charges), per molecule.
+
+    Unscaled, each one-hot entry of z_0 gets the Gaussian mass of [0.5, 1.5] around 1 (width
+    sigma_0 * onehot_scale), normalised over the types; each charge the mass of its integer's unit bin.
+    `sigma_0` is per atom [N, 1].
+    """
+    onehot, charges = normalizer.split(h)
+    z_onehot, z_charges = normalizer.split(h_0)
+    sigma_onehot = sigma_0 * normalizer.onehot_scale
+    centred = z_onehot - 1.0
+    log_mass = torch.log(
+        _standard_normal_cdf((centred + 0.5) / sigma_onehot)
+        - _standard_normal_cdf((centred - 0.5) / sigma_onehot)
+        + epsilon
+    )
+    log_prob = per_molecule_sum(torch.log_softmax(log_mass, dim=1) * onehot, batch, num_graphs)
+    if charges is not None:
+        sigma_charge = sigma_0[:, 0] * normalizer.charge_scale
+        centred = torch.round(charges) - z_charges
+        log_mass = torch.log(
+            _standard_normal_cdf((centred + 0.5) / sigma_charge)
+            - _standard_normal_cdf((centred - 0.5) / sigma_charge)
+            + epsilon
+        )
+        log_prob = log_prob + scatter(log_mass, batch, dim=0, dim_size=num_graphs, reduce="sum")
+    return log_prob
+
+
+def l2_loss(
+    denoiser: Denoiser,
+    schedule: NoiseSchedule,
+    normalizer: Normalizer,
+    pos: torch.Tensor,
+    h: torch.Tensor,
+    batch: torch.Tensor,
+    num_graphs: int,
+    t_min: int = 0,
+    t_max: int | None = None,
+    zero_mean_features: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """EDM's training loss per molecule [B] and the steps drawn [B]; t ~ U{t_min..t_max} (t_max = T by default).
+
+    For t > 0: ||eps - eps_hat||^2 / ((3 + F) * N_max), summed over the molecule, with N_max the largest
+    molecule in the batch (EDM pads every molecule to N_max and divides by the padded size). For t = 0:
+    EDM's reconstruction term 0.5 * ||eps_x - eps_hat_x||^2 / ((3 + F) * N_max) - log p(h | z_0).
+    GAGA trains with t_max = T*. `pos` and `h` are normalised (Normalizer.encode), `pos` zero-CoM.
+    (EDM's logged training loss also adds the parameter-free prior KL and -log p(N); they carry no gradient.)
+    """
+    t_max = schedule.timesteps if t_max is None else t_max
+    t = sample_steps(num_graphs, t_min, t_max, schedule.timesteps, pos.device, generator)
+    pos_t, h_t, eps_pos, eps_h = diffuse(pos, h, t, schedule, batch, zero_mean_features, generator)
+    pred_pos, pred_h = denoiser(pos_t, h_t, t.float() / schedule.timesteps, batch)
+    num_atoms = torch.bincount(batch, minlength=num_graphs)
+    denominator = (pos.shape[1] + h.shape[1]) * num_atoms.max()
+    error_pos = per_molecule_sum((eps_pos - pred_pos) ** 2, batch, num_graphs) / denominator
+    error_h = per_molecule_sum((eps_h - pred_h) ** 2, batch, num_graphs) / denominator
+    sigma_t = schedule.sigma(t)[batch, None]
+    reconstruction = 0.5 * error_pos - log_p_h_given_z0(h_t, h, sigma_t, normalizer, batch, num_graphs)
+    return torch.where(t == 0, reconstruction, error_pos + error_h), t
+
+
+def gaussian_kl(mean_sq_norm: torch.Tensor, dims: torch.Tensor, q_sigma: torch.Tensor, p_sigma: float) -> torch.Tensor:
+    """KL(N(mu, q_sigma^2 I) || N(0, p_sigma^2 I)) in `dims` dimensions with ||mu||^2 = mean_sq_norm."""
+    return dims * torch.log(p_sigma / q_sigma) + 0.5 * (dims * q_sigma**2 + mean_sq_norm) / p_sigma**2 - 0.5 * dims
+
+
+def log_prob_num_atoms(num_atoms_hist: dict[int, int], num_atoms: torch.Tensor) -> torch.Tensor:
+    """EDM's log p(N) from the training split's histogram {N: count}; log(1e-30) for unseen sizes."""
+    largest = max(max(num_atoms_hist), int(num_atoms.max()))
+    counts = torch.zeros(largest + 1, dtype=torch.float64)
+    for size, count in num_atoms_hist.items():
+        counts[size] = count
+    log_p = torch.log(counts / counts.sum() + 1e-30).to(torch.float32)
+    return log_p.to(num_atoms.device)[num_atoms]
+
+
+def nll_estimate(
+    denoiser: Denoiser,
+    schedule: NoiseSchedule,
+    normalizer: Normalizer,
+    pos: torch.Tensor,
+    h: torch.Tensor,
+    batch: torch.Tensor,
+    num_graphs: int,
+    log_p_num_atoms: torch.Tensor,
+    t: torch.Tensor | None = None,
+    t_max: int | None = None,
+    prior_variance: float | tuple[float, float] = 1.0,
+    zero_mean_features: bool = False,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """EDM's unbiased estimate of -log p(x, h, N) in nats per molecule (its validation/test NLL); two net calls.
+
+    nll = KL(q(z_T | x, h) || prior) + T * L_t + L_0 + constants - log|det scaling| - log p(N), with
+    t ~ U{1..T} (or the given steps `t` [B]), L_t = 0.5 * (SNR(t-1) / SNR(t) - 1) * ||eps - eps_hat||^2,
+    L_0 = 0.5 * ||eps_x - eps_hat_x||^2 at t = 0 - log p(h | z_0), constants = -(N-1)*3*log N(0; 0, sigma_0/alpha_0)
+    on the (N-1)*3-dimensional zero-CoM subspace. With GAGA's truncation (`t_max` = T*, prior N(0,
+    prior_variance I) at T*; a pair gives (coordinates, features) their own variance) the same sum is a
+    bound for the truncated model; the defaults give EDM's.
+    With `zero_mean_features` the feature part of the prior KL lives on the (N-1)*F-dimensional zero-mean
+    subspace, like the noise.
+    Returns every term per molecule [B] under its name, and their sum as "nll".
+    """
+    t_max = schedule.timesteps if t_max is None else t_max
+    if t is None:
+        t = sample_steps(num_graphs, 1, t_max, schedule.timesteps, pos.device, generator)
+    elif t.shape != (num_graphs,) or not bool(((t >= 1) & (t <= t_max)).all()):
+        raise ValueError(f"nll_estimate: t must hold one step in 1..{t_max} per molecule ({num_graphs} molecules)")
+    num_atoms = torch.bincount(batch, minlength=num_graphs)
+    pos_dims = (num_atoms - 1) * pos.shape[1]
+    h_dims = (num_atoms - int(zero_mean_features)) * h.shape[1]
+
+    pos_t, h_t, eps_pos, eps_h = diffuse(pos, h, t, schedule, batch, zero_mean_features, generator)
+    pred_pos, pred_h = denoiser(pos_t, h_t, t.float() / schedule.timesteps, batch)
+    error = per_molecule_sum((eps_pos - pred_pos) ** 2, batch, num_graphs)
+    error = error + per_molecule_sum((eps_h - pred_h) ** 2, batch, num_graphs)
+    snr_ratio_minus_one = torch.expm1(schedule.gamma(t) - schedule.gamma(t - 1))
+
+    zeros = torch.zeros_like(t)
+    pos_0, h_0, eps_pos_0, _ = diffuse(pos, h, zeros, schedule, batch, zero_mean_features, generator)
+    pred_pos_0, _ = denoiser(pos_0, h_0, zeros.float(), batch)
+    gamma_0 = schedule.gamma(zeros)
+
+    end = torch.full_like(t, t_max)
+    alpha2_end, sigma_end = schedule.alpha2(end), schedule.sigma(end)
+    variance_pos, variance_h = prior_variance if isinstance(prior_variance, tuple) else (prior_variance,) * 2
+    h_prior = remove_mean(h, batch, num_graphs) if zero_mean_features else h
+    kl_pos = gaussian_kl(
+        alpha2_end * per_molecule_sum(pos**2, batch, num_graphs), pos_dims, sigma_end, math.sqrt(variance_pos)
+    )
+    kl_h = gaussian_kl(
+        alpha2_end * per_molecule_sum(h_prior**2, batch, num_graphs), h_dims, sigma_end, math.sqrt(variance_h)
+    )
+    terms = {
+        "kl_prior": kl_pos + kl_h,
+        "diffusion": t_max * 0.5 * snr_ratio_minus_one * error,
+        "x_given_z0": 0.5 * per_molecule_sum((eps_pos_0 - pred_pos_0) ** 2, batch, num_graphs),
+        "h_given_z0": -log_p_h_given_z0(h_0, h, schedule.sigma(zeros)[batch, None], normalizer, batch, num_graphs),
+        "constants": pos_dims * (0.5 * gamma_0 + 0.5 * math.log(2 * math.pi)),
+        "volume": -normalizer.log_volume_change(num_atoms),
+        "num_atoms": -log_p_num_atoms,
+    }
+    terms["nll"] = sum(terms.values())
+    return terms

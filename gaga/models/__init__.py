@@ -1,0 +1,1 @@
+"""gaga.models: see the module docstrings inside."""
