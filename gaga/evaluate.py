@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from gaga.atomic_files import write_text_atomically
 from gaga.config import REPO_ROOT
-from gaga.io.atomic import write_text_atomically
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -62,3 +62,11 @@ def test_wasserstein_of_a_shift_is_the_shift_and_matches_scipy():
     for size_a, size_b in ((1, 1), (7, 5), (400, 1000)):
         a, b = rng.normal(size=size_a), rng.integers(0, 4, size=size_b).astype(float)
         assert wasserstein_1(a, b) == pytest.approx(wasserstein_distance(a, b), rel=1e-12)
+
+
+def test_molecules_without_bonds_have_no_geometry(qm9_sample):
+    """Early-training samples are often scattered atoms: no bonds, no angles, still a valid evaluation."""
+    scattered = [(np.array([6, 8]), np.array([[0.0, 0.0, 0.0], [9.0, 0.0, 0.0]]))]
+    assert geometry_samples(scattered).bond_lengths == {}
+    metrics = evaluate_molecules(scattered, reference=geometry_samples(qm9_sample.subset(np.arange(50))), progress=False)
+    assert metrics["num_fragments"] == 2.0 and "w1_bond_length" not in metrics

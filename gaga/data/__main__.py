@@ -14,16 +14,7 @@ import time
 from pathlib import Path
 
 from gaga.config import REPO_ROOT
-
-
-def _source(name: str, data_dir: Path, source_dir: Path | None):
-    if name == "qm9":
-        from gaga.data.qm9 import QM9
-
-        return QM9(data_dir)
-    from gaga.data.drugs import GeomDrugs
-
-    return GeomDrugs(data_dir, source_dir)
+from gaga.data.sources import source_for
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remove-h", action="store_true", help="summary without hydrogens")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    source = _source(args.dataset, args.data_dir, args.source)
+    source = source_for(args.dataset, args.data_dir, **({"source_dir": args.source} if args.source else {}))
     try:
         if args.action == "build":
             start = time.perf_counter()

@@ -6,12 +6,12 @@ Atoms of molecule i are rows offsets[i]:offsets[i+1] of `positions` (float32, An
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from gaga.atomic_files import atomic_open
 
 CACHE_VERSION = 1
 
@@ -96,25 +96,17 @@ class MoleculeSet:
 
     def save(self, path: str | Path, **meta) -> None:
         """Write an npz cache atomically (temp file + rename): a failure leaves the old file intact."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(
-                    handle,
-                    version=np.array(CACHE_VERSION),
-                    positions=self.positions,
-                    atomic_numbers=self.atomic_numbers,
-                    offsets=self.offsets,
-                    mol_ids=self.mol_ids,
-                    smiles=np.array("\n".join(self.smiles)),
-                    **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, binary=True) as handle:
+            np.savez_compressed(
+                handle,
+                version=np.array(CACHE_VERSION),
+                positions=self.positions,
+                atomic_numbers=self.atomic_numbers,
+                offsets=self.offsets,
+                mol_ids=self.mol_ids,
+                smiles=np.array("\n".join(self.smiles)),
+                **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
+            )
 
     @classmethod
     def load(cls, path: str | Path, rebuild_hint: str) -> tuple[MoleculeSet, dict]:

@@ -6,13 +6,12 @@ Computed once per (dataset, split, remove_h) and cached as JSON beside the data 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gaga.atomic_files import write_text_atomically
 from gaga.data.elements import AtomEncoder
 from gaga.data.molecules import MoleculeSet
 
@@ -82,12 +81,7 @@ class DatasetStatistics:
 
     def save(self, path: str | Path) -> None:
         """Atomic JSON write."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(self), handle, indent=1)
-        os.replace(tmp, path)
+        write_text_atomically(path, json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> DatasetStatistics | None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gaga.atomic_files import write_text_atomically
 from gaga.data.molecules import MoleculeSet
-from gaga.io.atomic import write_text_atomically
 from gaga.io.records import to_molecule_set
 
 RECORD_END = "$$$$"

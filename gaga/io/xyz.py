@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gaga.atomic_files import write_text_atomically
 from gaga.data.elements import PERIODIC_SYMBOLS, atomic_number
 from gaga.data.molecules import MoleculeSet
-from gaga.io.atomic import write_text_atomically
 from gaga.io.records import MAX_ATOMIC_NUMBER, to_molecule_set
 
 XYZ_FIX = "each record is: atom count, comment line, then 'element x y z' per atom"

@@ -79,6 +79,8 @@ def geometry_from_bonds(
 
 def _group(keys: np.ndarray, values: np.ndarray) -> dict[int, np.ndarray]:
     """Values split by integer key."""
+    if keys.size == 0:
+        return {}
     order = np.argsort(keys, kind="stable")
     unique, starts = np.unique(keys[order], return_index=True)
     return {int(key): chunk for key, chunk in zip(unique.tolist(), np.split(values[order], starts[1:]), strict=True)}

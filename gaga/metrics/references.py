@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gaga.atomic_files import write_text_atomically
+from gaga.data.drugs import DrugsDataMissing
 from gaga.data.molecules import MoleculeSet
-from gaga.io.atomic import write_text_atomically
+from gaga.data.sources import source_for
 from gaga.metrics.bonds import bond_rules
 from gaga.metrics.evaluation import geometry_samples
 from gaga.metrics.geometry import GeometrySamples
@@ -72,19 +74,11 @@ def dataset_reference(
     caches in `data_dir`. GEOM-Drugs cannot be shipped: without its cache both are None and `notes` says so.
     """
     bond_rules(dataset)  # rejects an unknown dataset name
-    if dataset == "qm9":
-        from gaga.data.qm9 import QM9
-
-        source = QM9(data_dir)
+    source = source_for(dataset, data_dir)
+    try:
         molecules = source.load()
-    else:
-        from gaga.data.drugs import DrugsDataMissing, GeomDrugs
-
-        source = GeomDrugs(data_dir)
-        try:
-            molecules = source.load()
-        except DrugsDataMissing as missing:
-            return EvaluationReference(notes=[f"novelty and w1_* skipped: {str(missing).splitlines()[0]}"])
+    except DrugsDataMissing as missing:
+        return EvaluationReference(notes=[f"novelty and w1_* skipped: {str(missing).splitlines()[0]}"])
     split = source.split(molecules)
     test = split["test"]
     if len(test) > max_reference_molecules:

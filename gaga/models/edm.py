@@ -1,7 +1,7 @@
 """The EDM LightningModule: wires the dynamics network, the noise schedule, the losses and the samplers.
 
-Thin by design: the math lives in gaga.diffusion and gaga.nn. GAGA's truncation is two numbers,
-`t_max` (training range {0..t_max}) and `sampling_start` (T*), plus the start Gaussian's variance.
+Thin by design: the math lives in gaga.diffusion and gaga.nn. GAGA's truncation is T* (the training range
+{0..T*} and the sampling start) and the data variance v_hat that fixes the closed-form start Gaussian.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class EDM(pl.LightningModule):
         adaptive_clipping: EDM's gradient clipping at 1.5 x mean + 2 x std of the last 50 gradient norms.
         max_consecutive_nonfinite: stop after this many skipped steps in a row.
         zero_mean_features: project the atom-feature noise to zero mean per molecule (GAGA reference code).
-        gaga: `{t_star, prior_variance: {pos, h}}` when trained with truncation (set by the GaussianityCallback).
+        gaga: `{t_star, v_hat: {pos, h}}` when trained with truncation (set by the GaussianityCallback).
         seed: seed of the training and validation noise (each step's noise depends only on seed, rank and step).
     """
 
@@ -85,15 +85,24 @@ class EDM(pl.LightningModule):
     # --- GAGA --------------------------------------------------------------------------------
 
     def set_truncation(self, gaga: dict | None) -> None:
-        """Train on {0..T*} and sample from N(0, prior_variance) at T*; None restores the full trajectory."""
+        """Train on {0..T*} and sample from GAGA's closed-form Gaussian at T*; None restores the full trajectory.
+
+        `gaga = {"t_star": int, "v_hat": {"pos": float, "h": float}}`, with v_hat the data variance per
+        degree of freedom of the noise (so v_hat = 1 gives EDM's standard-normal prior at every step).
+        """
         timesteps = self.schedule.timesteps
         t_star = int(gaga["t_star"]) if gaga else timesteps
         if not 1 <= t_star <= timesteps:
             raise ValueError(f"T* must lie in 1..{timesteps} (the schedule's T), got {t_star}")
-        variance = (gaga or {}).get("prior_variance") or {}
+        v_hat = (gaga or {}).get("v_hat") or {}
+        self.v_hat = {"pos": float(v_hat.get("pos", 1.0)), "h": float(v_hat.get("h", 1.0))}
         self.t_max = self.sampling_start = t_star
-        self.prior_variance = {"pos": float(variance.get("pos", 1.0)), "h": float(variance.get("h", 1.0))}
-        self.hparams["gaga"] = {"t_star": t_star, "prior_variance": dict(self.prior_variance)} if gaga else None
+        self.hparams["gaga"] = {"t_star": t_star, "v_hat": dict(self.v_hat)} if gaga else None
+
+    def start_variance(self, t: int) -> tuple[float, float]:
+        """Closed-form variance of z_t for (positions, features): v_t = 1 - alpha_bar_t (1 - v_hat)."""
+        alpha_bar = float(self.schedule.alpha2(torch.tensor(t)))
+        return tuple(1.0 - alpha_bar * (1.0 - self.v_hat[key]) for key in ("pos", "h"))
 
     # --- data ----------------------------------------------------------------------------------
 
@@ -155,7 +164,7 @@ class EDM(pl.LightningModule):
         if not self.hparams.adaptive_clipping:
             return self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
         norms = np.array(self.grad_norms)
-        max_norm = 1.5 * norms.mean() + 2 * norms.std()
+        max_norm = float(1.5 * norms.mean() + 2 * norms.std())
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.net.parameters(), max_norm))
         self.grad_norms.append(min(grad_norm, max_norm))
         self.log("train/grad_norm", grad_norm)
@@ -189,7 +198,7 @@ class EDM(pl.LightningModule):
             batch.num_graphs,
             log_prob_num_atoms(self.num_atoms_hist, num_atoms),
             t_max=self.t_max,
-            prior_variance=(self.prior_variance["pos"], self.prior_variance["h"]),
+            prior_variance=self.start_variance(self.t_max),
             zero_mean_features=self.hparams.zero_mean_features,
             generator=generator,
         )
@@ -224,8 +233,9 @@ class EDM(pl.LightningModule):
     ) -> tuple[SamplerOutput, torch.Tensor]:
         """Molecules of the given sizes: (sampler output, per-atom molecule index).
 
-        Starts at `start` (default: T* for a GAGA model, T otherwise) from the start Gaussian: N(0, v_T*)
-        for a GAGA model started at T*, the standard normal otherwise; coordinates at zero CoM.
+        Starts at `start` (default: T* for a GAGA model, T otherwise) from the closed-form Gaussian
+        N(0, v_start) (`start_variance`; the standard normal for a model trained without GAGA), with the
+        coordinates at zero centre of mass.
         """
         device = self.device
         num_atoms = num_atoms.to(device)
@@ -235,8 +245,8 @@ class EDM(pl.LightningModule):
         h = torch.empty(pos.shape[0], self.normalizer.num_features(self.num_atom_types), device=device)
         zero_mean_features = self.hparams.zero_mean_features
         pos, h = sample_noise(pos, h, batch, len(num_atoms), zero_mean_features, generator)
-        if start == self.sampling_start:
-            pos, h = pos * math.sqrt(self.prior_variance["pos"]), h * math.sqrt(self.prior_variance["h"])
+        var_pos, var_h = self.start_variance(start)
+        pos, h = pos * math.sqrt(var_pos), h * math.sqrt(var_h)
         common = dict(
             denoiser=self.denoiser(use_ema),
             schedule=self.schedule,

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 
 def default_file_mode() -> int:
@@ -17,17 +20,24 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_text_atomically(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` (parent folders created) through a temporary file and a rename; returns the path."""
+@contextmanager
+def atomic_open(path: str | Path, binary: bool = False) -> Iterator[IO]:
+    """Open a temporary file beside `path` (parent folders created) that replaces `path` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(handle, default_file_mode())
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as stream:
+            yield stream
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file and a rename; returns the path."""
+    with atomic_open(path) as stream:
+        stream.write(text)
+    return Path(path)

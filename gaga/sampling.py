@@ -1,0 +1,139 @@
+"""Load a trained model safely and generate molecules from it, timing the sampling loop alone.
+
+Used by sample.py and by the sample-quality callback; plain torch (no Hydra), so it runs on the GPU machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import gaga
+from gaga.data.elements import AtomEncoder
+from gaga.data.molecules import MoleculeSet
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be sampled from here; the message says why and what to do."""
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", backbone: str | None = None, dataset: str | None = None
+):
+    """The model of a gaga checkpoint, read with `torch.load(weights_only=True)` (no code runs from the file).
+
+    `backbone` / `dataset`, when given, must match what the checkpoint was trained as.
+    """
+    from gaga.models.build import build
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file; pass ckpt=PATH to a .ckpt written by train.py")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling refused or file damaged
+        raise CheckpointError(f"{path}: not a loadable gaga checkpoint ({type(error).__name__}: {error})") from error
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    version = checkpoint.get("gaga_version") if isinstance(checkpoint, dict) else None
+    if not hparams or "state_dict" not in checkpoint or version is None:
+        raise CheckpointError(f"{path}: not written by gaga's train.py (no hyper_parameters / gaga_version)")
+    if version.split(".")[0] != gaga.__version__.split(".")[0]:
+        raise CheckpointError(
+            f"{path}: written by gaga {version}, this is gaga {gaga.__version__} (major versions differ)"
+        )
+    found = {"backbone": hparams.get("backbone"), "dataset": hparams["dataset"]["name"]}
+    for key, wanted in (("backbone", backbone), ("dataset", dataset)):
+        if wanted is not None and found[key] != wanted:
+            raise CheckpointError(f"{path}: a {found[key]} {key} checkpoint, but {key}={wanted} was asked for")
+    model = build({"_target_": "gaga.models.edm.EDM", **hparams})
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path}: weights do not fit the network its hyper_parameters describe: {error}"
+        ) from error
+    return model.to(device).eval()
+
+
+@dataclass
+class Generated:
+    molecules: MoleculeSet
+    seconds: float  # the sampling loop alone (network and sampler), synchronised on GPU
+    num_evaluations: int  # network evaluations per batch
+    start: int
+
+    @property
+    def seconds_per_molecule(self) -> float:
+        return self.seconds / max(len(self.molecules), 1)
+
+
+def resolve_start(model, start: str | int) -> int:
+    """`auto` -> the model's T* (T without GAGA); `T` -> the schedule's T; an int -> itself."""
+    timesteps = model.schedule.timesteps
+    if start == "auto":
+        return model.sampling_start
+    value = timesteps if start == "T" else int(start)
+    if value != model.sampling_start and model.hparams.get("gaga"):
+        log.warning(
+            "sampling a GAGA model (T*=%d) from t=%d: an ablation, not the trained setting", model.sampling_start, value
+        )
+    return value
+
+
+def generate(
+    model,
+    num_molecules: int,
+    batch_size: int = 100,
+    sampler: str = "ancestral",
+    stride: int = 1,
+    start: str | int = "auto",
+    eta: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> Generated:
+    """`num_molecules` molecules with sizes from the model's p(N), in batches, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    if num_molecules < 1 or batch_size < 1:
+        raise ValueError(f"n_samples and batch_size must be >= 1, got {num_molecules} and {batch_size}")
+    t_start = resolve_start(model, start)
+    encoder = AtomEncoder(model.hparams.dataset["name"], tuple(model.hparams.dataset["atom_symbols"]))
+    generator = torch.Generator(model.device).manual_seed(seed)
+    size_generator = torch.Generator().manual_seed(seed)
+    positions, numbers, sizes = [], [], []
+    elapsed, evaluations = 0.0, 0
+    with tqdm(
+        total=num_molecules, desc=f"sampling ({sampler}, {t_start // stride} steps)", disable=not progress
+    ) as bar:
+        while len(sizes) < num_molecules:
+            num_atoms = model.sample_num_atoms(min(batch_size, num_molecules - len(sizes)), size_generator)
+            _synchronize(model.device)
+            clock = time.perf_counter()
+            output, _ = model.sample(
+                num_atoms, sampler=sampler, stride=stride, start=t_start, eta=eta, generator=generator
+            )
+            _synchronize(model.device)
+            elapsed += time.perf_counter() - clock
+            evaluations = output.num_evaluations
+            positions.append(output.pos.cpu().numpy())
+            numbers.append(encoder.decode(output.atom_types.cpu().numpy()))
+            sizes.extend(num_atoms.tolist())
+            bar.update(len(num_atoms))
+    molecules = MoleculeSet(
+        positions=np.concatenate(positions),
+        atomic_numbers=np.concatenate(numbers),
+        offsets=np.concatenate([[0], np.cumsum(sizes)]),
+    )
+    return Generated(molecules, elapsed, evaluations, t_start)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,72 @@
+"""sample.py end to end on a checkpoint trained here, the safe checkpoint loader, and the sample-quality callback."""
+
+import json
+
+import pytorch_lightning as pl
+import pytest
+import torch
+
+from gaga.callbacks.sample_quality import SampleQualityCallback
+from gaga.cli import run_sampling
+from gaga.config import compose
+from gaga.io import read_sdf, read_xyz
+from gaga.sampling import CheckpointError, generate, load_model
+from tests.test_train_edm import tiny_setup
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny EDM (T=100) trained for one epoch on 64 QM9 molecules, with the sample-quality callback on."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    datamodule, model = tiny_setup()
+    quality = SampleQualityCallback(every_n_epochs=1, num_molecules=6, batch_size=3, stride=10)
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, default_root_dir=folder, callbacks=[quality],
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    trainer.save_checkpoint(folder / "model.ckpt")
+    return folder / "model.ckpt", trainer.callback_metrics
+
+
+def test_callback_logs_sample_metrics(checkpoint):
+    _, metrics = checkpoint
+    assert 0.0 <= float(metrics["sample/atom_stability"]) <= 1.0
+    assert float(metrics["sample/num_molecules"]) == 6
+
+
+def test_sample_py_writes_files_and_flat_metrics(checkpoint, tmp_path):
+    path, _ = checkpoint
+    cfg = compose("sample", [f"ckpt={path}", "n_samples=5", "batch_size=3", "stride=20", "strain_molecules=0"],
+                  output_dir=str(tmp_path))
+    report = run_sampling(cfg)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["network_evaluations"] == 100 // 20 + 1 and written["start_step"] == 100
+    for key in ("atom_stability", "mol_stability", "validity", "uniqueness", "valid_x_unique", "novelty"):
+        assert 0.0 <= written[key] <= 1.0, key
+    assert written["molecules_per_second"] == pytest.approx(1 / report["seconds_per_molecule"])
+    assert len(read_xyz(tmp_path / "samples.xyz")) == 5 and len(read_sdf(tmp_path / "samples.sdf")) == 5
+
+
+def test_gaga_model_starts_at_t_star(checkpoint):
+    model = load_model(checkpoint[0])
+    model.set_truncation({"t_star": 40, "v_hat": {"pos": 1.9, "h": 0.01}})
+    assert generate(model, 2, stride=4, progress=False).num_evaluations == 40 // 4 + 1
+    ablation = generate(model, 2, stride=4, start="T", progress=False)
+    assert ablation.start == 100 and ablation.num_evaluations == 100 // 4 + 1
+
+
+def test_checkpoint_errors(checkpoint, tmp_path):
+    path, _ = checkpoint
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_model(tmp_path / "missing.ckpt")
+    with pytest.raises(CheckpointError, match="a qm9 dataset checkpoint, but dataset=drugs"):
+        load_model(path, dataset="drugs")
+    (tmp_path / "junk.ckpt").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="not a loadable gaga checkpoint"):
+        load_model(tmp_path / "junk.ckpt")
+    checkpoint_dict = torch.load(path, weights_only=True)
+    checkpoint_dict["gaga_version"] = "9.0.0"
+    torch.save(checkpoint_dict, tmp_path / "future.ckpt")
+    with pytest.raises(CheckpointError, match="major versions differ"):
+        load_model(tmp_path / "future.ckpt")
