@@ -2,8 +2,8 @@
 
 import json
 
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from gaga.callbacks.sample_quality import SampleQualityCallback
