@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(metrics))
     for note in notes:
         print(f"note: {note}")
-    report = {"input": str(args.path), "dataset": args.data, "metrics": metrics, "notes": notes}
+    report = {"input": str(args.path), "dataset": args.data, **metrics, "notes": notes}
     write_text_atomically(args.out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
