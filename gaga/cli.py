@@ -46,7 +46,7 @@ def run_training(cfg: DictConfig) -> dict:
     except (FileNotFoundError, ValueError) as error:  # missing or bad data: the message says what to do
         raise SystemExit(f"error: {error}") from None
     model = build_model(cfg, datamodule)
-    callbacks = _instantiate_all(cfg.get("callbacks")) + _instantiate_all(cfg.get("gaga"))
+    callbacks = _instantiate_all(cfg.get("callbacks")) + ([instantiate(cfg.gaga)] if cfg.get("gaga") else [])
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False)
     log.info("set-up took %.1f s", time.perf_counter() - start)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -15,13 +15,15 @@ TINY_NET = {"_target_": "gaga.nn.EGNNDynamics", "hidden_nf": 16, "n_layers": 1}
 SCHEDULE = {"_target_": "gaga.diffusion.schedules.NoiseSchedule", "timesteps": 100}
 
 
-def tiny_setup(train: int = 64, batch_size: int = 16):
+def tiny_setup(train: int = 64, batch_size: int = 16, **model_options):
     datamodule = MoleculeDataModule(
         QM9(DATA_DIR), batch_size=batch_size, subset={"train": train, "valid": 32, "test": 8}
     )
     stats = datamodule.statistics
     dataset = {"name": "qm9", "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist}
-    model = EDM(net=TINY_NET, schedule=SCHEDULE, dataset=dataset, ema_decay=0.9, optimizer={"lr": 1e-3})
+    model = EDM(
+        net=TINY_NET, schedule=SCHEDULE, dataset=dataset, ema_decay=0.9, optimizer={"lr": 1e-3}, **model_options
+    )
     return datamodule, model
 
 
@@ -114,4 +116,4 @@ def test_build_model_from_config_sizes_features(tmp_path):
     cfg = compose("train", ["experiment=quickstart", "data.remove_h=true"], output_dir=str(tmp_path))
     datamodule = MoleculeDataModule(QM9(DATA_DIR), remove_h=True, subset={"train": 32})
     model = build_model(cfg, datamodule)
-    assert model.net.num_features == 4 and model.hparams.net["hidden_nf"] == 32
+    assert model.net.num_features == 4 and model.hparams.net["hidden_nf"] == cfg.backbone.net.hidden_nf == 64

@@ -107,9 +107,16 @@ class EDM(pl.LightningModule):
     # --- data ----------------------------------------------------------------------------------
 
     def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """PyG batch -> normalised (pos zero-CoM, h)."""
+        """PyG batch -> normalised (pos zero-CoM, h); h zero-meaned per molecule too with `zero_mean_features`.
+
+        Zero-meaned features keep their argmax (decoding is unchanged) and give GAGA's closed form mu_t = 0;
+        the NLL's p(h | z_0) term then scores the shifted one-hot, so it is approximate in that setting.
+        """
         pos = remove_mean(batch.pos, batch.batch, batch.num_graphs)
-        return self.normalizer.encode(pos, batch.x, batch.charges)
+        pos, h = self.normalizer.encode(pos, batch.x, batch.charges)
+        if self.hparams.zero_mean_features:
+            h = remove_mean(h, batch.batch, batch.num_graphs)
+        return pos, h
 
     def denoiser(self, use_ema: bool):
         return self.ema_net if use_ema and self.ema_net is not None else self.net

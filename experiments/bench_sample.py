@@ -1,0 +1,55 @@
+"""Benchmark: sampling time per molecule of an EDM network, full trajectory (T) against GAGA's start at T*.
+
+Timing does not depend on the weights, so an untrained network of the published size is used unless --ckpt is
+given. Prints seconds per molecule for each start step:
+    python experiments/bench_sample.py [--ckpt PATH] [--starts 1000 550] [--molecules 200 --batch-size 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from gaga.config import REPO_ROOT
+from gaga.data.datamodule import MoleculeDataModule
+from gaga.data.qm9 import QM9
+from gaga.models.edm import EDM
+from gaga.sampling import generate, load_model
+
+
+def published_edm(device: torch.device, hidden: int, layers: int) -> EDM:
+    stats = MoleculeDataModule(QM9(REPO_ROOT / "data")).statistics
+    return EDM(
+        net={"_target_": "gaga.nn.EGNNDynamics", "hidden_nf": hidden, "n_layers": layers},
+        schedule={"_target_": "gaga.diffusion.schedules.NoiseSchedule"},
+        dataset={"name": "qm9", "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist},
+    ).to(device).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", default=None)
+    parser.add_argument("--starts", type=int, nargs="+", default=[1000, 550])
+    parser.add_argument("--molecules", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--stride", type=int, default=1)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=9)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    model = load_model(args.ckpt, device) if args.ckpt else published_edm(device, args.hidden, args.layers)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {name}; {sum(p.numel() for p in model.net.parameters()):,} parameters; batch {args.batch_size}")
+    generate(model, args.batch_size, args.batch_size, stride=100, progress=False)  # warm-up
+    for start in args.starts:
+        run = generate(model, args.molecules, args.batch_size, stride=args.stride, start=start, progress=False)
+        print(
+            f"start t={start:5d}: {run.num_evaluations} network evaluations, "
+            f"{run.seconds_per_molecule:.4f} s/molecule, {1 / run.seconds_per_molecule:.1f} molecules/s"
+        )
+
+
+if __name__ == "__main__":
+    main()

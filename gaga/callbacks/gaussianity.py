@@ -1,0 +1,159 @@
+"""GaussianityCallback: before fit, find T* on the training data and truncate the model's trajectory there.
+
+The paper's step 1 as a Lightning callback: T* and v_hat are computed once (rank 0, broadcast in DDP),
+cached by data + schedule + evaluator settings, stored in the checkpoint and logged with their curves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from gaga.atomic_files import write_text_atomically
+from gaga.gaussianity import (
+    FEATURES,
+    POSITIONS,
+    GaussianitySettings,
+    TStarResult,
+    VarianceEstimate,
+    estimate_variance,
+    find_t_star,
+    molecule_blocks,
+)
+
+log = logging.getLogger(__name__)
+
+
+class GaussianityCallback(pl.Callback):
+    """Sets the module's truncation (training range {0..T*}, sampling start T*, start Gaussian's v_hat).
+
+    Args:
+        t_star: "auto" (find it with the evaluator), an integer (use it; v_hat is still measured) or "off"
+            (the full trajectory: plain EDM).
+        cache_dir: where evaluations are cached (keyed by data, schedule and settings); None disables the cache.
+        out_dir: where this run's curves (CSV, JSON) and plot (PNG) are written.
+        **settings: `gaga.gaussianity.GaussianitySettings` fields (mode, eps_dep, eps_ds, ...).
+    """
+
+    def __init__(
+        self, t_star: str | int = "auto", cache_dir: str | None = None, out_dir: str | None = None, **settings
+    ):
+        if not (t_star in ("auto", "off") or (isinstance(t_star, int) and t_star > 0)):
+            raise ValueError(
+                f"gaga.t_star must be auto, off or a positive step number, got {t_star!r} (quote 'off' in YAML)"
+            )
+        self.t_star = t_star
+        self.settings = GaussianitySettings.from_dict(settings)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.result: TStarResult | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self.t_star == "off":
+            pl_module.set_truncation(None)
+            log.info("GAGA off: training and sampling on the full trajectory (T=%d)", pl_module.schedule.timesteps)
+            return
+        self._check_model(pl_module)
+        truncation = self._truncation(trainer, pl_module) if trainer.is_global_zero else None
+        truncation = trainer.strategy.broadcast(truncation, src=0)
+        pl_module.set_truncation(truncation)
+        message = (
+            f"GAGA: T* = {truncation['t_star']} of T = {pl_module.schedule.timesteps}, v_hat = {truncation['v_hat']}"
+        )
+        print(message)
+        log.info(message)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        gaga = pl_module.hparams.get("gaga")
+        if not gaga or not trainer.is_global_zero:
+            return
+        metrics = {"gaga/t_star": float(gaga["t_star"])}
+        if self.result is not None:
+            for kind, values in (("t_id", self.result.t_id), ("t_ds", self.result.t_ds)):
+                metrics.update({f"gaga/{kind}.{block}": float(t) for block, t in values.items() if t is not None})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=0)
+            self._send_plot(logger)
+
+    # --- computing T* and v_hat -------------------------------------------------------------------
+
+    @staticmethod
+    def _check_model(pl_module) -> None:
+        if not pl_module.hparams.zero_mean_features:
+            raise ValueError(
+                "GAGA's closed form needs atom features zero-meaned per molecule (mu_t = 0): set "
+                "backbone.zero_mean_features=true (the GAGA reference code's setting), or gaga.t_star=off"
+            )
+        if pl_module.normalizer.include_charges:
+            raise ValueError(
+                "GAGA's closed form covers coordinates and one-hot types, not charges: set "
+                "backbone.normalizer.include_charges=false (as the GAGA runs do), or gaga.t_star=off"
+            )
+
+    def _truncation(self, trainer: pl.Trainer, pl_module) -> dict:
+        datamodule = trainer.datamodule
+        train = datamodule.splits["train"]
+        normalizer = pl_module.normalizer
+        blocks, offsets = molecule_blocks(
+            train, datamodule.encoder, (normalizer.position_scale, normalizer.onehot_scale), center_features=True
+        )
+        if self.t_star == "auto":
+            self.result = self._evaluate(blocks, offsets, pl_module, self._cache_key(datamodule, pl_module))
+            t_star = self.result.truncation_step(pl_module.schedule.timesteps)
+            variance = VarianceEstimate.from_dict(self.result.variance)
+        else:
+            t_star = int(self.t_star)
+            zero_com = self.settings.zero_com_blocks
+            variance = estimate_variance(
+                blocks, offsets, self.settings.estimator, self.settings.per_component, zero_com
+            )
+        v_hat = {
+            key: variance.data[variance.component(block)] / variance.noise[variance.component(block)]
+            for key, block in (("pos", POSITIONS), ("h", FEATURES))
+        }
+        return {"t_star": t_star, "v_hat": v_hat}
+
+    def _cache_key(self, datamodule, pl_module) -> str:
+        schedule = pl_module.schedule
+        identity = {
+            "data": datamodule.source.cache_key(),
+            "remove_h": datamodule.remove_h,
+            "train_molecules": len(datamodule.splits["train"]),
+            "subset_seed": datamodule.seed if "train" in datamodule.subset else None,
+            "schedule": [schedule.name, schedule.timesteps, schedule.precision],
+            "normalize": [pl_module.normalizer.position_scale, pl_module.normalizer.onehot_scale],
+            "settings": self.settings.to_dict(),
+        }
+        return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _evaluate(self, blocks, offsets, pl_module, key: str) -> TStarResult:
+        cached = self.cache_dir / f"tstar_{key}.json" if self.cache_dir else None
+        result = None
+        if cached is not None and cached.exists():
+            try:
+                result = TStarResult.from_json(cached.read_text())
+                log.info("GAGA: T* from cache %s", cached)
+            except (ValueError, TypeError) as error:
+                log.warning("ignoring unreadable T* cache %s (%s); recomputing", cached, error)
+        if result is None:
+            result = find_t_star(blocks, offsets, pl_module.schedule.alpha_bar(), self.settings, progress=True)
+            if cached is not None:
+                write_text_atomically(cached, result.to_json())
+        if self.out_dir is not None:
+            paths = result.save(self.out_dir)
+            print(f"GAGA: curves and plot in {paths['plot'].parent} ({', '.join(p.name for p in paths.values())})")
+        return result
+
+    def _send_plot(self, logger) -> None:
+        from pytorch_lightning.loggers import WandbLogger
+
+        if isinstance(logger, WandbLogger) and self.out_dir is not None and (self.out_dir / "tstar.png").exists():
+            import wandb
+
+            logger.experiment.log({"gaga/tstar_curves": wandb.Image(str(self.out_dir / "tstar.png"))})

@@ -1,0 +1,99 @@
+"""TStarResult: T_ID, T_DS, T* per block and overall, with v_hat, settings and curves; JSON round trip, CSV and PNG.
+
+Curves are columns over "t": "D:<block>", "Dep:<block>" (dataset mode), "reached:<criterion>" (per-molecule mode:
+fraction of tested molecules whose T <= t), "H:<block>" and "v:<block>"; None marks a step a column skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RESULT_FILE, CURVES_FILE, PLOT_FILE = "tstar.json", "tstar_curves.csv", "tstar.png"
+
+
+@dataclass
+class TStarResult:
+    mode: str
+    t_star: int | None
+    t_star_by_block: dict[str, int | None]
+    t_id: dict[str, int | None]
+    t_ds: dict[str, int | None]
+    variance: dict
+    settings: dict
+    curves: dict[str, list] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+    def truncation_step(self, timesteps: int) -> int:
+        """T* as a step to truncate at; the full trajectory (`timesteps`) when Gaussianity was never reached."""
+        return timesteps if self.t_star is None else int(self.t_star)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> TStarResult:
+        return cls(**record)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> TStarResult:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, out_dir: str | Path, plot: bool = True) -> dict[str, Path]:
+        """Write tstar.json, tstar_curves.csv and (plot=True) tstar.png into `out_dir`; return their paths."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {"result": out_dir / RESULT_FILE, "curves": out_dir / CURVES_FILE}
+        paths["result"].write_text(self.to_json())
+        with paths["curves"].open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(list(self.curves))
+            columns = [["" if v is None else v for v in column] for column in self.curves.values()]
+            writer.writerows(zip(*columns, strict=True))
+        if plot:
+            paths["plot"] = out_dir / PLOT_FILE
+            self.plot(paths["plot"])
+        return paths
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> TStarResult:
+        path = Path(out_dir) / RESULT_FILE
+        try:
+            return cls.from_json(path.read_text())
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"{path}: not a readable T* result ({error}); rerun find_t_star and save it") from error
+
+    def plot(self, path: str | Path) -> None:
+        """PNG of the curves: one panel per statistic, thresholds dashed, T* as a vertical line."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        thresholds = {"D": self.settings.get("eps_ds"), "Dep": self.settings.get("eps_dep")}
+        kinds = [k for k in ("D", "Dep", "reached", "H", "v") if any(n.startswith(k + ":") for n in self.curves)]
+        figure, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False)
+        for axis, kind in zip(axes[0], kinds, strict=True):
+            for name, values in self.curves.items():
+                if name.startswith(kind + ":"):
+                    points = [(t, v) for t, v in zip(self.curves["t"], values, strict=True) if v is not None]
+                    axis.plot(*zip(*points, strict=True), marker=".", label=name.split(":", 1)[1])
+            if kind in thresholds and thresholds[kind] is not None:
+                axis.axhline(thresholds[kind], color="grey", linestyle="--", label=f"eps = {thresholds[kind]:g}")
+            if self.t_star is not None:
+                axis.axvline(self.t_star, color="black", linewidth=1, label=f"T* = {self.t_star}")
+            if kind in ("D", "Dep", "H"):  # thresholds sit near zero: a log scale shows the crossing
+                axis.set_yscale("symlog", linthresh=1e-3)
+                axis.set_ylim(bottom=0)
+            axis.set_xlabel("t")
+            axis.set_title(kind)
+            axis.legend(fontsize=7)
+        figure.suptitle(f"GAGA Gaussianity ({self.mode} mode)")
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+        plt.close(figure)

@@ -1,0 +1,230 @@
+"""find_t_star: GAGA's characteristic step T* of a dataset under a noise schedule, and its settings.
+
+Modes: "dataset" (the paper: T_ID, T_DS, T* = max per block, overall the latest block) and "per_molecule"
+(QuJX/GAGA's public procedure: per-molecule first double passes, mean or quantile over molecules).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from gaga.gaussianity.blocks import FEATURES, POSITIONS, SizeGroups, validate_blocks
+from gaga.gaussianity.closed_form import marginal_variance
+from gaga.gaussianity.dataset_mode import DatasetSample, first_below
+from gaga.gaussianity.functional import functional_along_t
+from gaga.gaussianity.reference_procedure import NOT_REACHED, OVERALL, PerMoleculePlan, first_passing_steps
+from gaga.gaussianity.result import TStarResult
+from gaga.gaussianity.variance import ESTIMATORS, VarianceEstimate, estimate_variance
+
+MODES = ("dataset", "per_molecule")
+DEFAULT_K = 3
+REFERENCE_GRID = tuple(range(300, 801, 50))
+
+
+@dataclass(frozen=True)
+class GaussianitySettings:
+    """Evaluator settings (flat, for Hydra). Fields that apply to one mode say so.
+
+    variance_estimator "auto" means "unbiased" (the paper) in dataset mode and "reference_rms" (the reference
+    code's 1.380 / 0.086) in per_molecule mode. grid None means 0..T every grid_step (dataset) or
+    300, 350, ..., 800 (per_molecule). k_neighbors maps block -> k (others use 3); tested_blocks None = all;
+    functional_weights None = 1 for every order 3..functional_order.
+    single_precision: per-molecule k-NN distances in float32 (about 2x faster, see mutual_info).
+    """
+
+    mode: str = "dataset"
+    eps_dep: float = 0.01
+    eps_ds: float = 0.02
+    search: str = "bisection"
+    grid: tuple[int, ...] | None = None
+    grid_step: int = 50
+    tested_blocks: tuple[str, ...] | None = None
+    zero_com_blocks: tuple[str, ...] = (POSITIONS,)
+    variance_estimator: str = "auto"
+    per_component: bool = True
+    k_neighbors: dict[str, int] = field(default_factory=lambda: {POSITIONS: 2, FEATURES: 3})
+    dataset_molecules: int = 5000
+    max_column_pairs: int = 16
+    alpha: float = 0.05
+    mi_threshold: float = 0.1
+    min_atoms: int = 4
+    per_molecule_sample: int | None = None
+    aggregate: str = "mean"
+    quantile: float = 0.95
+    single_precision: bool = True
+    functional_order: int = 4
+    functional_beta: float = 1.0
+    functional_weights: tuple[float, ...] | None = None
+    seed: int = 0
+    workers: int = 2
+
+    def __post_init__(self):
+        choices = {"mode": MODES, "search": ("grid", "bisection"), "aggregate": ("mean", "quantile"),
+                   "variance_estimator": ESTIMATORS + ("auto",)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"gaussianity settings: {name}={getattr(self, name)!r}; use one of {allowed}")
+        for name in ("eps_dep", "eps_ds", "alpha", "mi_threshold", "grid_step", "dataset_molecules", "workers"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"gaussianity settings: {name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.quantile < 1:
+            raise ValueError(f"gaussianity settings: quantile must be in (0, 1), got {self.quantile}")
+
+    @property
+    def estimator(self) -> str:
+        if self.variance_estimator != "auto":
+            return self.variance_estimator
+        return "unbiased" if self.mode == "dataset" else "reference_rms"
+
+    def k_for(self, block: str) -> int:
+        return int(self.k_neighbors.get(block, DEFAULT_K))
+
+    def to_dict(self) -> dict:
+        """JSON-ready (tuples as lists): the callback's cache key and the result's record."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> GaussianitySettings:
+        """Settings from a dict (e.g. a Hydra node); lists become tuples, unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise ValueError(f"gaussianity settings: unknown keys {unknown}; valid keys are {sorted(known)}")
+        values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in record.items()}
+        if "k_neighbors" in values:
+            values["k_neighbors"] = dict(values["k_neighbors"])
+        return cls(**values)
+
+
+def _grid(settings: GaussianitySettings, timesteps: int) -> np.ndarray:
+    if settings.grid is not None:
+        grid = np.unique(np.asarray(settings.grid, dtype=np.int64))
+    elif settings.mode == "per_molecule":
+        grid = np.array(REFERENCE_GRID)
+    else:
+        grid = np.unique(np.append(np.arange(0, timesteps + 1, settings.grid_step), timesteps))
+    if grid.min() < 0 or grid.max() > timesteps:
+        raise ValueError(f"gaussianity settings: grid steps must lie in 0..{timesteps}, got {grid.min()}..{grid.max()}")
+    return grid
+
+
+def _sample_ids(offsets: np.ndarray, min_atoms: int, size: int | None, rng: np.random.Generator) -> np.ndarray:
+    ids = np.flatnonzero(np.diff(offsets) >= min_atoms)
+    if not len(ids):
+        raise ValueError(f"no molecule has >= {min_atoms} atoms")
+    return np.sort(rng.choice(ids, size, replace=False)) if size is not None and size < len(ids) else ids
+
+
+def _latest(values) -> int | None:
+    values = list(values)
+    return None if any(v is None for v in values) else int(max(values))
+
+
+def _dataset_mode(blocks, offsets, alpha_bar, variance, settings, grid, rng, progress):
+    ids = _sample_ids(offsets, 2, settings.dataset_molecules, rng)
+    sample = DatasetSample(blocks, offsets, ids, settings.zero_com_blocks, settings.max_column_pairs, rng)
+    values: dict[str, dict[int, float]] = {}
+    bisection = settings.search == "bisection"
+
+    def statistic(kind: str, block: str):
+        def evaluate(t: int) -> float:
+            cache = values.setdefault(f"{kind}:{block}", {})
+            if t not in cache:
+                v_t = float(marginal_variance(variance, alpha_bar[t])[variance.component(block)])
+                cache[t] = (sample.ks_distance(block, alpha_bar[t], v_t) if kind == "D"
+                            else sample.dependence(block, alpha_bar[t], settings.k_for(block), settings.workers))
+                if progress is not None:
+                    progress.update(1)
+            return cache[t]
+        return evaluate
+
+    t_ds = {b: first_below(statistic("D", b), grid, settings.eps_ds, bisection) for b in blocks}
+    t_id = {b: first_below(statistic("Dep", b), grid, settings.eps_dep, bisection) for b in blocks}
+    steps = sorted({t for column in values.values() for t in column})
+    curves = {name: [column.get(t) for t in steps] for name, column in values.items()}
+    by_block = {b: _latest([t_ds[b], t_id[b]]) for b in blocks}
+    return t_ds, t_id, by_block, _latest(by_block.values()), steps, curves, {"molecules": len(ids)}
+
+
+def _aggregate(steps: np.ndarray, aggregate: str, quantile: float) -> float | None:
+    """Mean or quantile (numpy "nearest", as the reference) of the steps of molecules that reached Gaussianity."""
+    reached = steps[steps != NOT_REACHED]
+    if not len(reached):
+        return None
+    if aggregate == "mean":
+        return float(reached.mean())
+    return float(np.quantile(reached, quantile, method="nearest"))
+
+
+def _per_molecule_mode(blocks, offsets, alpha_bar, variance, settings, grid, rng, progress):
+    ids = _sample_ids(offsets, settings.min_atoms, settings.per_molecule_sample, rng)
+    expected = {b: marginal_variance(variance, alpha_bar[grid])[variance.component(b)] for b in blocks}
+    plan = PerMoleculePlan(grid, alpha_bar, expected, {b: settings.k_for(b) for b in blocks}, settings.alpha,
+                           settings.mi_threshold, settings.zero_com_blocks,
+                           np.float32 if settings.single_precision else np.float64)
+    if progress is not None:
+        progress.reset(total=len(ids))
+    steps = first_passing_steps(blocks, offsets, ids, plan, settings.seed, settings.workers, progress)
+    means = {name: _aggregate(s, "mean", settings.quantile) for name, s in steps.items()}
+    quantiles = {name: _aggregate(s, "quantile", settings.quantile) for name, s in steps.items()}
+    raw = means if settings.aggregate == "mean" else quantiles
+    step = {name: None if v is None else int(round(v)) for name, v in raw.items()}
+    curves = {f"reached:{name}": [float(np.mean((s != NOT_REACHED) & (s <= t))) for t in grid]
+              for name, s in steps.items()}
+    summary = {"molecules": len(ids), "skipped_small": int(np.sum(np.diff(offsets) < settings.min_atoms)),
+               "t_mean": means, "t_quantile": quantiles,
+               "fraction_reached": {name: float(np.mean(s != NOT_REACHED)) for name, s in steps.items()}}
+    return ({b: step[f"{b}/ds"] for b in blocks}, {b: step[f"{b}/id"] for b in blocks},
+            {b: step[f"{b}/star"] for b in blocks}, step[OVERALL], [int(t) for t in grid], curves, summary)
+
+
+def find_t_star(blocks: dict[str, np.ndarray], offsets: np.ndarray, alpha_bar: np.ndarray,
+                settings: GaussianitySettings | None = None, progress: bool = True,
+                variance: VarianceEstimate | None = None) -> TStarResult:
+    """T_ID, T_DS and T* of zero-meaned blocks (see blocks.molecule_blocks) under alpha_bar[t], t = 0..T.
+
+    `variance` defaults to the settings' estimator on these blocks (all molecules, before any subsampling).
+    """
+    from tqdm.auto import tqdm
+
+    settings = settings or GaussianitySettings()
+    start = time.perf_counter()
+    offsets = np.asarray(offsets, dtype=np.int64)
+    alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
+    validate_blocks(blocks, offsets, settings.zero_com_blocks, source="find_t_star blocks")
+    tested = settings.tested_blocks or tuple(blocks)
+    missing = sorted(set(tested) - set(blocks))
+    if missing:
+        raise ValueError(f"gaussianity settings: tested_blocks {missing} are not among the blocks {sorted(blocks)}")
+    variance = variance or estimate_variance(blocks, offsets, settings.estimator, settings.per_component,
+                                             settings.zero_com_blocks)
+    grid = _grid(settings, len(alpha_bar) - 1)
+    rng = np.random.default_rng(settings.seed)
+    run = _dataset_mode if settings.mode == "dataset" else _per_molecule_mode
+    tested_blocks = {b: blocks[b] for b in tested}
+    unit = "statistic" if settings.mode == "dataset" else "molecule"
+    with tqdm(desc=f"T* ({settings.mode})", disable=not progress, unit=unit) as bar:
+        t_ds, t_id, by_block, t_star, steps, curves, summary = run(tested_blocks, offsets, alpha_bar, variance,
+                                                                   settings, grid, rng, bar)
+    curves = {"t": steps, **curves, **_variance_and_functional_curves(tested_blocks, offsets, alpha_bar, variance,
+                                                                       settings, steps, rng)}
+    summary["run_time_s"] = time.perf_counter() - start
+    return TStarResult(settings.mode, t_star, by_block, t_id, t_ds, variance.to_dict(), settings.to_dict(),
+                       curves, summary)
+
+
+def _variance_and_functional_curves(blocks, offsets, alpha_bar, variance, settings, steps, rng) -> dict[str, list]:
+    """v_t and H^(K)(x_t) per block at `steps` (H from the atoms of a random sample of molecules)."""
+    ids = _sample_ids(offsets, 1, settings.dataset_molecules, rng)
+    rows = np.concatenate(list(SizeGroups.from_offsets(offsets, ids).rows.values()), axis=None)
+    curves = {}
+    for block, values in blocks.items():
+        v_t = marginal_variance(variance, alpha_bar[steps])[variance.component(block)]
+        curves[f"v:{block}"] = [float(v) for v in v_t]
+        h_t = functional_along_t(values[rows], alpha_bar[steps], settings.functional_order,
+                                 settings.functional_beta, settings.functional_weights)
+        curves[f"H:{block}"] = [float(h) for h in h_t]
+    return curves

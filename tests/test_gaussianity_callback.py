@@ -1,0 +1,67 @@
+"""GaussianityCallback on real QM9: T* found, cached, stored in the checkpoint; fixed and off settings; bad setups."""
+
+import logging
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from gaga.callbacks.gaussianity import GaussianityCallback
+from gaga.gaussianity import TStarResult
+from tests.test_train_edm import tiny_setup
+
+SETTINGS = {"grid_step": 10, "dataset_molecules": 300, "eps_ds": 0.03, "eps_dep": 0.05, "workers": 1}
+
+
+def fit_with(callback, tmp_path, zero_mean_features=True):
+    datamodule, model = tiny_setup(zero_mean_features=zero_mean_features)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        default_root_dir=tmp_path,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return trainer, model
+
+
+def test_auto_finds_caches_and_checkpoints_t_star(tmp_path, caplog):
+    callback = GaussianityCallback("auto", cache_dir=tmp_path / "cache", out_dir=tmp_path / "curves", **SETTINGS)
+    trainer, model = fit_with(callback, tmp_path)
+    t_star = callback.result.truncation_step(100)
+    assert 0 < t_star < 100 and model.t_max == model.sampling_start == t_star
+    assert model.hparams.gaga["t_star"] == t_star
+    assert model.hparams.gaga["v_hat"]["pos"] == pytest.approx(2.0, rel=0.1)  # unbiased variance / 0.96 noise
+    assert {p.name for p in (tmp_path / "curves").iterdir()} == {"tstar.json", "tstar_curves.csv", "tstar.png"}
+    assert TStarResult.load(tmp_path / "curves").t_star == callback.result.t_star
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    assert torch.load(tmp_path / "m.ckpt", weights_only=True)["hyper_parameters"]["gaga"]["t_star"] == t_star
+
+    caplog.set_level(logging.INFO)
+    again = GaussianityCallback("auto", cache_dir=tmp_path / "cache", **SETTINGS)
+    fit_with(again, tmp_path)
+    assert "T* from cache" in caplog.text and again.result.t_star == callback.result.t_star
+
+
+def test_fixed_t_star_and_off(tmp_path):
+    _, model = fit_with(GaussianityCallback(40, **SETTINGS), tmp_path)
+    assert model.t_max == 40 and model.start_variance(40)[0] == pytest.approx(
+        1 - float(model.schedule.alpha2(torch.tensor(40))) * (1 - model.v_hat["pos"])
+    )
+    _, plain = fit_with(GaussianityCallback("off"), tmp_path, zero_mean_features=False)
+    assert plain.t_max == 100 and plain.hparams.gaga is None and plain.start_variance(100) == (1.0, 1.0)
+
+
+def test_bad_settings_are_explained(tmp_path):
+    with pytest.raises(ValueError, match="zero_mean_features=true"):
+        fit_with(GaussianityCallback(40), tmp_path, zero_mean_features=False)
+    with pytest.raises(ValueError, match="auto, off or a positive step"):
+        GaussianityCallback(False)
+    with pytest.raises(ValueError, match="unknown keys"):
+        GaussianityCallback("auto", eps=0.1)
