@@ -122,3 +122,14 @@ def test_datamodule_remove_h_and_empty_split():
     assert batch.x.shape[1] == 4 and (batch.charges != 1).all()
     with pytest.raises(ValueError, match="split 'valid' .* empty; check data.subset.valid"):
         MoleculeDataModule(QM9(DATA_DIR), subset={"valid": 0}).setup()
+
+
+def test_cache_is_used_as_is_without_qm9pack(monkeypatch, tmp_path, small_source):
+    """A GPU machine may get the cache but not qm9pack: the cache loads; without a cache the error says what to do."""
+    import gaga.data.qm9 as qm9_module
+
+    build_qm9_cache(tmp_path, small_source)
+    monkeypatch.setattr(qm9_module, "find_spec", lambda name: None)
+    assert len(load_qm9(tmp_path)) == 90
+    with pytest.raises(ModuleNotFoundError, match="pip install qm9pack"):
+        load_qm9(tmp_path / "empty")

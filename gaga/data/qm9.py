@@ -104,9 +104,15 @@ def build_qm9_cache(data_dir: str | Path, source_dir: Path | None = None) -> Pat
 
 
 def load_qm9(data_dir: str | Path, source_dir: Path | None = None) -> MoleculeSet:
-    """All QM9 molecules, from the cache; (re)builds the cache when missing, stale or corrupt."""
-    source_dir = source_dir or qm9pack_data_dir()
+    """All QM9 molecules, from the cache; (re)builds the cache when missing, stale or corrupt.
+
+    Without qm9pack (e.g. a GPU machine that was sent only the cache) an existing cache is used as it is.
+    """
     path = Path(data_dir) / CACHE_NAME
+    if source_dir is None and find_spec("qm9pack") is None and path.exists():
+        log.info("qm9pack is not installed: using %s without checking it against the source files", path)
+        return MoleculeSet.load(path, rebuild_hint="Install qm9pack to rebuild it: pip install qm9pack")[0]
+    source_dir = source_dir or qm9pack_data_dir()
     hint = f"Rebuilding it from {source_dir} (or run: {BUILD_COMMAND})."
     try:
         molecules, meta = MoleculeSet.load(path, rebuild_hint=hint)
