@@ -18,31 +18,25 @@ from gaga.data.molecules import MoleculeSet
 STATS_VERSION = 1
 
 
-def per_molecule_moments(molecules: MoleculeSet, encoder: AtomEncoder, onehot_scale: float = 4.0) -> dict[str, float]:
-    """GAGA's data moments (ANCHORS.md), each averaged over molecules.
+def per_molecule_moments(molecules: MoleculeSet, encoder: AtomEncoder) -> dict[str, float]:
+    """GAGA's data moments (ANCHORS.md) with the estimators of gaga.gaussianity, each averaged over molecules.
 
-    Per molecule the coordinates and the one-hot atom types are zero-meaned over its atoms and the
-    one-hot divided by `onehot_scale`. `rms_*` is the root mean square of the entries of a block
-    (the reference code's "variance", really a standard deviation); `var_*` is the unbiased
-    variance of the flattened block (the paper's v_i with d = entries of the block).
+    Coordinates and one-hot / 4 zero-meaned per molecule. `rms_*`: the reference code's mean root mean square
+    (a standard deviation); `var_*`: the paper's unbiased per-molecule variance.
     """
-    counts = molecules.num_atoms
-    starts = molecules.offsets[:-1]
-    onehot = np.eye(encoder.num_types, dtype=np.float64)[encoder.encode(molecules.atomic_numbers)] / onehot_scale
-    blocks = {"coords": molecules.positions.astype(np.float64), "types": onehot}
-    sums_sq, sizes = {}, {}
-    moments = {}
-    for name, block in blocks.items():
-        centred = block - np.repeat(np.add.reduceat(block, starts) / counts[:, None], counts, axis=0)
-        sums_sq[name] = np.add.reduceat((centred**2).sum(axis=1), starts)
-        flat = np.add.reduceat(centred.sum(axis=1), starts)  # sum of entries, for the flattened-block mean
-        sizes[name] = counts * block.shape[1]
-        moments[f"rms_{name}"] = float(np.sqrt(sums_sq[name] / sizes[name]).mean())
-        dof = np.maximum(sizes[name] - 1, 1)
-        moments[f"var_{name}"] = float(((sums_sq[name] - flat**2 / sizes[name]) / dof).mean())
-    total_sq = sums_sq["coords"] + sums_sq["types"]
-    moments["rms_all"] = float(np.sqrt(total_sq / (sizes["coords"] + sizes["types"])).mean())
-    return moments
+    from gaga.gaussianity import FEATURES, POSITIONS, estimate_variance, molecule_blocks
+
+    blocks, offsets = molecule_blocks(molecules, encoder)
+    rms = estimate_variance(blocks, offsets, "reference_rms", per_component=True).data
+    unbiased = estimate_variance(blocks, offsets, "unbiased", per_component=True).data
+    pooled = estimate_variance(blocks, offsets, "reference_rms", per_component=False).data
+    return {
+        "rms_coords": float(rms[POSITIONS]),
+        "rms_types": float(rms[FEATURES]),
+        "rms_all": float(next(iter(pooled.values()))),
+        "var_coords": float(unbiased[POSITIONS]),
+        "var_types": float(unbiased[FEATURES]),
+    }
 
 
 @dataclass
