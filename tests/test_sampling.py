@@ -70,3 +70,21 @@ def test_checkpoint_errors(checkpoint, tmp_path):
     torch.save(checkpoint_dict, tmp_path / "future.ckpt")
     with pytest.raises(CheckpointError, match="major versions differ"):
         load_model(tmp_path / "future.ckpt")
+
+
+def test_wandb_offline_gets_metrics_table_and_molecules(tmp_path, monkeypatch):
+    """A real W&B run in offline mode (no account): the callback's table and 3D views are written to its files."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    datamodule, model = tiny_setup()
+    logger = WandbLogger(project="gaga-tests", save_dir=str(tmp_path), offline=True)
+    quality = SampleQualityCallback(every_n_epochs=1, num_molecules=3, batch_size=3, stride=25, wandb_molecules=2)
+    trainer = pl.Trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=1, accelerator="cpu", logger=logger,
+        callbacks=[quality], enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    logger.experiment.finish()
+    media = list(tmp_path.glob("wandb/offline-run-*/files/media/**/*"))
+    assert any(p.suffix == ".pdb" for p in media) and any("table" in p.name for p in media), media

@@ -91,6 +91,7 @@ class SampleQualityCallback(pl.Callback):
             views = []
             for i in range(min(self.wandb_molecules, len(molecules))):
                 z, pos = molecules.molecule(i)
-                views.append(wandb.Molecule.from_rdkit(molecule_from_coordinates(z, pos, rules)))
+                molecule = molecule_from_coordinates(z, pos, rules)  # the generated geometry, not a re-embedded one
+                views.append(wandb.Molecule.from_rdkit(molecule, convert_to_3d_and_optimize=False))
             table = wandb.Table(columns=list(metrics), data=[list(metrics.values())])
             logger.experiment.log({"sample/table": table, "sample/molecules": views}, step=trainer.global_step)
