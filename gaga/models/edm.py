@@ -16,6 +16,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from gaga import __version__
 from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
 from gaga.diffusion.losses import l2_loss, log_prob_num_atoms, nll_estimate
 from gaga.diffusion.samplers import SamplerOutput, ancestral_sample, ddim_sample
@@ -44,7 +45,7 @@ class EDM(pl.LightningModule):
         ema_decay: decay of the EMA weights used for validation, sampling and checkpoints' `ema_net` (0 = off).
         adaptive_clipping: EDM's gradient clipping at 1.5 x mean + 2 x std of the last 50 gradient norms.
         max_consecutive_nonfinite: stop after this many skipped steps in a row.
-        zero_mean_features: project the atom-feature noise to zero mean per molecule (GAGA reference code).
+        zero_mean_features: zero-mean the atom features (data and noise) per molecule, as the GAGA reference code does.
         gaga: `{t_star, v_hat: {pos, h}}` when trained with truncation (set by the GaussianityCallback).
         seed: seed of the training and validation noise (each step's noise depends only on seed, rank and step).
     """
@@ -287,7 +288,7 @@ class EDM(pl.LightningModule):
         if bad:
             raise NonFiniteLossError(f"refusing to write a checkpoint with non-finite weights: {bad[:3]}")
         checkpoint["hyper_parameters"] = _plain(dict(self.hparams))
-        checkpoint["gaga_version"] = __import__("gaga").__version__
+        checkpoint["gaga_version"] = __version__
         checkpoint["grad_norms"] = list(self.grad_norms)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
