@@ -10,21 +10,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from edm_setup import add_network_options, qm9_datamodule, qm9_edm
 
-from gaga.config import REPO_ROOT
-from gaga.data.datamodule import MoleculeDataModule
-from gaga.data.qm9 import QM9
-from gaga.models.edm import EDM
 from gaga.sampling import generate, load_model
-
-
-def published_edm(device: torch.device, hidden: int, layers: int) -> EDM:
-    stats = MoleculeDataModule(QM9(REPO_ROOT / "data")).statistics
-    return EDM(
-        net={"_target_": "gaga.nn.EGNNDynamics", "hidden_nf": hidden, "n_layers": layers},
-        schedule={"_target_": "gaga.diffusion.schedules.NoiseSchedule"},
-        dataset={"name": "qm9", "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist},
-    ).to(device).eval()
 
 
 def main() -> None:
@@ -34,12 +22,11 @@ def main() -> None:
     parser.add_argument("--molecules", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--stride", type=int, default=1)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=9)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_network_options(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
-    model = load_model(args.ckpt, device) if args.ckpt else published_edm(device, args.hidden, args.layers)
+    model = load_model(args.ckpt, device) if args.ckpt else qm9_edm(qm9_datamodule(), args.hidden, args.layers, device)
+    model.eval()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; {sum(p.numel() for p in model.net.parameters()):,} parameters; batch {args.batch_size}")
     generate(model, args.batch_size, args.batch_size, stride=100, progress=False)  # warm-up

@@ -11,11 +11,7 @@ import resource
 import time
 
 import torch
-
-from gaga.config import REPO_ROOT
-from gaga.data.datamodule import MoleculeDataModule
-from gaga.data.qm9 import QM9
-from gaga.models.edm import EDM
+from edm_setup import add_network_options, qm9_datamodule, qm9_edm
 
 
 def main() -> None:
@@ -23,19 +19,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=9)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_network_options(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
 
-    datamodule = MoleculeDataModule(QM9(REPO_ROOT / "data"), batch_size=args.batch_size)
-    stats = datamodule.statistics
-    model = EDM(
-        net={"_target_": "gaga.nn.EGNNDynamics", "hidden_nf": args.hidden, "n_layers": args.layers},
-        schedule={"_target_": "gaga.diffusion.schedules.NoiseSchedule"},
-        dataset={"name": "qm9", "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist},
-    ).to(device)
+    datamodule = qm9_datamodule(args.batch_size)
+    model = qm9_edm(datamodule, args.hidden, args.layers, device)
     optimizer = model.configure_optimizers()
     batches = iter(datamodule.train_dataloader())
     if device.type == "cuda":

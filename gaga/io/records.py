@@ -6,6 +6,7 @@ One conversion with one set of checks, so every entry point rejects the same bad
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -39,3 +40,11 @@ def to_molecule_set(
     if empty.size:
         raise ValueError(f"{source}: molecule {int(empty[0])} has no atoms; remove it")
     return molecules
+
+
+def read_lines(path: Path, kind: str) -> list[str]:
+    """The lines of a text file; ValueError naming the file when it cannot be read as UTF-8 text."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the {kind} file ({error})") from error

@@ -12,7 +12,7 @@ import numpy as np
 
 from gaga.atomic_files import write_text_atomically
 from gaga.data.molecules import MoleculeSet
-from gaga.io.records import to_molecule_set
+from gaga.io.records import read_lines, to_molecule_set
 
 RECORD_END = "$$$$"
 
@@ -39,10 +39,7 @@ def read_sdf(path: str | Path) -> MoleculeSet:
     from gaga.metrics.rdkit_molecules import quiet_rdkit
 
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: cannot read the SDF file ({error})") from error
+    lines = read_lines(path, "SDF")
     pairs = []
     with quiet_rdkit():
         for number, (first_line, block) in enumerate(_records(lines)):

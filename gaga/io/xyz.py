@@ -15,7 +15,7 @@ import numpy as np
 from gaga.atomic_files import write_text_atomically
 from gaga.data.elements import PERIODIC_SYMBOLS, atomic_number
 from gaga.data.molecules import MoleculeSet
-from gaga.io.records import MAX_ATOMIC_NUMBER, to_molecule_set
+from gaga.io.records import MAX_ATOMIC_NUMBER, read_lines, to_molecule_set
 
 XYZ_FIX = "each record is: atom count, comment line, then 'element x y z' per atom"
 
@@ -55,10 +55,7 @@ def write_xyz_folder(folder: str | Path, molecules: MoleculeSet | Iterable, pref
 def read_xyz(path: str | Path) -> MoleculeSet:
     """Every record of an XYZ file (one or many); ValueError naming the file and line of the first problem."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: cannot read the XYZ file ({error})") from error
+    lines = read_lines(path, "XYZ")
     records, index = [], 0
     while index < len(lines):
         if not lines[index].strip():  # blank lines between or after records
