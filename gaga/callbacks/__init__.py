@@ -1,1 +1,1 @@
-"""gaga.callbacks: see the module docstrings inside."""
+"""Lightning callbacks: GaussianityCallback (T* before fit) and SampleQualityCallback (metrics while training)."""

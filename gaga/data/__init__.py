@@ -1,1 +1,1 @@
-"""gaga.data: see the module docstrings inside."""
+"""Datasets (QM9, GEOM-Drugs), their caches, splits and statistics, and the LightningDataModule."""

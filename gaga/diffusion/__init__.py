@@ -1,1 +1,1 @@
-"""gaga.diffusion: see the module docstrings inside."""
+"""EDM's diffusion in plain torch: noise schedules, the forward process, losses and samplers."""

@@ -1,1 +1,1 @@
-"""gaga.models: see the module docstrings inside."""
+"""LightningModules that wire networks, schedules and losses (edm.py), and the _target_ builder (build.py)."""
