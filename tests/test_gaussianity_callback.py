@@ -13,14 +13,14 @@ from tests.test_train_edm import tiny_setup
 SETTINGS = {"grid_step": 10, "dataset_molecules": 300, "eps_ds": 0.03, "eps_dep": 0.05, "workers": 1}
 
 
-def fit_with(callback, tmp_path, zero_mean_features=True):
+def fit_with(callback, tmp_path, zero_mean_features=True, logger=False):
     datamodule, model = tiny_setup(zero_mean_features=zero_mean_features)
     trainer = pl.Trainer(
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=1,
         accelerator="cpu",
-        logger=False,
+        logger=logger,
         default_root_dir=tmp_path,
         callbacks=[callback],
         enable_progress_bar=False,
@@ -65,3 +65,15 @@ def test_bad_settings_are_explained(tmp_path):
         GaussianityCallback(False)
     with pytest.raises(ValueError, match="unknown keys"):
         GaussianityCallback("auto", eps=0.1)
+
+
+def test_curves_and_plot_reach_wandb(tmp_path, monkeypatch):
+    from pytorch_lightning.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(project="gaga-tests", save_dir=str(tmp_path), offline=True)
+    callback = GaussianityCallback("auto", out_dir=tmp_path / "curves", **SETTINGS)
+    fit_with(callback, tmp_path, logger=logger)
+    logger.experiment.finish()
+    media = [p.name for p in tmp_path.glob("wandb/offline-run-*/files/media/**/*")]
+    assert any("tstar_curves" in name for name in media) and any("tstar_plot" in name for name in media), media

@@ -79,7 +79,7 @@ class GaussianityCallback(pl.Callback):
                 metrics.update({f"gaga/{kind}.{block}": float(t) for block, t in values.items() if t is not None})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=0)
-            self._send_plot(logger)
+            self._send_curves(logger)
 
     # --- computing T* and v_hat -------------------------------------------------------------------
 
@@ -150,10 +150,17 @@ class GaussianityCallback(pl.Callback):
             print(f"GAGA: curves and plot in {paths['plot'].parent} ({', '.join(p.name for p in paths.values())})")
         return result
 
-    def _send_plot(self, logger) -> None:
+    def _send_curves(self, logger) -> None:
+        """W&B gets the curves as a table and the plot as an image (CSV loggers: see out_dir)."""
         from pytorch_lightning.loggers import WandbLogger
 
-        if isinstance(logger, WandbLogger) and self.out_dir is not None and (self.out_dir / "tstar.png").exists():
-            import wandb
+        if not isinstance(logger, WandbLogger) or self.result is None:
+            return
+        import wandb
 
-            logger.experiment.log({"gaga/tstar_curves": wandb.Image(str(self.out_dir / "tstar.png"))})
+        columns = list(self.result.curves)
+        rows = [list(row) for row in zip(*self.result.curves.values(), strict=True)]
+        payload = {"gaga/tstar_curves": wandb.Table(columns=columns, data=rows)}
+        if self.out_dir is not None and (self.out_dir / "tstar.png").exists():
+            payload["gaga/tstar_plot"] = wandb.Image(str(self.out_dir / "tstar.png"))
+        logger.experiment.log(payload)

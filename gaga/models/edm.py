@@ -175,9 +175,9 @@ class EDM(pl.LightningModule):
         max_norm = float(1.5 * norms.mean() + 2 * norms.std())
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.net.parameters(), max_norm))
         self.grad_norms.append(min(grad_norm, max_norm))
-        self.log("train/grad_norm", grad_norm)
+        self.log_dict({"train/grad_norm": grad_norm, "train/grad_clipped": float(grad_norm > max_norm)})
         if grad_norm > max_norm:
-            log.info("clipped gradient norm %.1f to %.1f", grad_norm, max_norm)
+            log.debug("clipped gradient norm %.1f to %.1f", grad_norm, max_norm)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema_net is None or outputs is None:
