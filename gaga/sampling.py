@@ -109,15 +109,16 @@ def generate(
     size_generator = torch.Generator().manual_seed(seed)
     positions, numbers, sizes = [], [], []
     elapsed, evaluations = 0.0, 0
-    with tqdm(
-        total=num_molecules, desc=f"sampling ({sampler}, {t_start // stride} steps)", disable=not progress
-    ) as bar:
+    steps = t_start // stride
+    num_batches = -(-num_molecules // batch_size)
+    description = f"sampling ({sampler}, {steps} steps)"
+    with tqdm(total=num_batches * steps, unit="step", desc=description, disable=not progress) as bar:
         while len(sizes) < num_molecules:
             num_atoms = model.sample_num_atoms(min(batch_size, num_molecules - len(sizes)), size_generator)
             _synchronize(model.device)
             clock = time.perf_counter()
             output, _ = model.sample(
-                num_atoms, sampler=sampler, stride=stride, start=t_start, eta=eta, generator=generator
+                num_atoms, sampler, stride, t_start, eta, generator=generator, on_step=lambda: bar.update(1)
             )
             _synchronize(model.device)
             elapsed += time.perf_counter() - clock
@@ -125,7 +126,7 @@ def generate(
             positions.append(output.pos.cpu().numpy())
             numbers.append(encoder.decode(output.atom_types.cpu().numpy()))
             sizes.extend(num_atoms.tolist())
-            bar.update(len(num_atoms))
+            bar.set_postfix(molecules=len(sizes))
     molecules = MoleculeSet(
         positions=np.concatenate(positions),
         atomic_numbers=np.concatenate(numbers),

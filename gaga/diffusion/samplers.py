@@ -37,6 +37,7 @@ class _Chain:
     num_graphs: int
     zero_mean_features: bool
     generator: torch.Generator | None
+    on_step: Callable[[], None] | None = None  # called after every transition (progress bars)
     num_evaluations: int = 0
 
     def predict_noise(self, pos, h, t: int):
@@ -126,6 +127,8 @@ def _run(
     pos, h = chain.project(pos, h)
     for t in range(t_start, 0, -stride):
         pos, h = step(chain, pos, h, t - stride, t)
+        if chain.on_step is not None:
+            chain.on_step()
     return _decode(chain, normalizer, pos, h, decode_noise)
 
 
@@ -141,6 +144,7 @@ def ancestral_sample(
     stride: int = 1,
     zero_mean_features: bool = False,
     generator: torch.Generator | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> SamplerOutput:
     """EDM's ancestral sampler from state (pos, h) at step t_start (default T) with steps t -> t - stride.
 
@@ -148,7 +152,7 @@ def ancestral_sample(
     denoiser evaluations. The start state is projected to zero CoM (features too with
     `zero_mean_features`, as the GAGA reference code does at every step).
     """
-    chain = _Chain(denoiser, schedule, batch, num_graphs, zero_mean_features, generator)
+    chain = _Chain(denoiser, schedule, batch, num_graphs, zero_mean_features, generator, on_step)
     return _run(chain, normalizer, pos, h, t_start, stride, _ancestral_step, decode_noise=1.0)
 
 
@@ -165,10 +169,11 @@ def ddim_sample(
     eta: float = 0.0,
     zero_mean_features: bool = False,
     generator: torch.Generator | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> SamplerOutput:
     """DDIM from state (pos, h) at step t_start with steps t -> t - stride; eta = 0 is fully deterministic.
 
     Same evaluation count and decoding as `ancestral_sample` (the decoding noise is scaled by eta).
     """
-    chain = _Chain(denoiser, schedule, batch, num_graphs, zero_mean_features, generator)
+    chain = _Chain(denoiser, schedule, batch, num_graphs, zero_mean_features, generator, on_step)
     return _run(chain, normalizer, pos, h, t_start, stride, partial(_ddim_step, eta=eta), decode_noise=eta)

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -238,6 +239,7 @@ class EDM(pl.LightningModule):
         eta: float = 0.0,
         use_ema: bool = True,
         generator: torch.Generator | None = None,
+        on_step: Callable[[], None] | None = None,
     ) -> tuple[SamplerOutput, torch.Tensor]:
         """Molecules of the given sizes: (sampler output, per-atom molecule index).
 
@@ -267,6 +269,7 @@ class EDM(pl.LightningModule):
             stride=stride,
             zero_mean_features=zero_mean_features,
             generator=generator,
+            on_step=on_step,
         )
         if sampler == "ancestral":
             output = ancestral_sample(**common)
