@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gaga.data.elements import QM9_ATOMS
 from gaga.data.molecules import MoleculeSet
 from gaga.data.qm9 import edm_split, load_qm9
+from gaga.diffusion.schedules import NoiseSchedule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
+EDM_ALPHA_BAR = NoiseSchedule("polynomial_2", 1000, 1e-5).alpha_bar()  # EDM's QM9 schedule, alpha^2 for t = 0..T
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +34,11 @@ def qm9_train(qm9) -> MoleculeSet:
 def qm9_sample(qm9_train) -> MoleculeSet:
     """3,000 random training molecules (fixed seed): enough for statistics within 0.5 %."""
     return qm9_train.subset(np.random.default_rng(0).choice(len(qm9_train), 3000, replace=False))
+
+
+@pytest.fixture(scope="session")
+def sample_blocks(qm9_sample):
+    """GAGA's (blocks, offsets) of `qm9_sample`: zero-CoM coordinates, zero-meaned one-hot / 4."""
+    from gaga.gaussianity import molecule_blocks
+
+    return molecule_blocks(qm9_sample, QM9_ATOMS)

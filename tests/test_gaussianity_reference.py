@@ -10,7 +10,6 @@ from scipy.stats import kstest
 from sklearn.feature_selection import mutual_info_regression
 
 from gaga.data.elements import QM9_ATOMS
-from gaga.diffusion.schedules import NoiseSchedule
 from gaga.gaussianity import FEATURES, POSITIONS, molecule_blocks
 from gaga.gaussianity.blocks import SizeGroups
 from gaga.gaussianity.reference_procedure import (
@@ -22,8 +21,8 @@ from gaga.gaussianity.reference_procedure import (
     run_test,
 )
 from gaga.gaussianity.tstar import REFERENCE_GRID
+from tests.conftest import EDM_ALPHA_BAR as ALPHA_BAR
 
-ALPHA_BAR = NoiseSchedule("polynomial_2", 1000, 1e-5).alpha_bar()
 REFERENCE_VARIANCE = {POSITIONS: 1.380, FEATURES: 0.086}  # Gaussianity_test.py's QM9 constants
 K = {POSITIONS: 2, FEATURES: 3}
 

@@ -5,8 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from gaga.data.elements import QM9_ATOMS
-from gaga.diffusion.schedules import NoiseSchedule
 from gaga.gaussianity import (
     FEATURES,
     POSITIONS,
@@ -14,15 +12,8 @@ from gaga.gaussianity import (
     TStarResult,
     VarianceEstimate,
     find_t_star,
-    molecule_blocks,
 )
-
-ALPHA_BAR = NoiseSchedule("polynomial_2", 1000, 1e-5).alpha_bar()
-
-
-@pytest.fixture(scope="module")
-def sample_blocks(qm9_sample):
-    return molecule_blocks(qm9_sample, QM9_ATOMS)
+from tests.conftest import EDM_ALPHA_BAR as ALPHA_BAR
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from gaga.data.elements import QM9_ATOMS
-from gaga.diffusion.schedules import NoiseSchedule
 from gaga.gaussianity import (
     FEATURES,
     POSITIONS,
@@ -19,18 +18,13 @@ from gaga.gaussianity import (
     reference_std,
     sample_reference_gaussian,
 )
-
-ALPHA_BAR = NoiseSchedule("polynomial_2", 1000, 1e-5).alpha_bar()
+from tests.conftest import EDM_ALPHA_BAR as ALPHA_BAR
 
 
 @pytest.fixture(scope="module")
 def train_blocks(qm9_train):
     return molecule_blocks(qm9_train, QM9_ATOMS)
 
-
-@pytest.fixture(scope="module")
-def sample_blocks(qm9_sample):
-    return molecule_blocks(qm9_sample, QM9_ATOMS)
 
 
 def test_reference_rms_reproduces_reference_code(train_blocks):
