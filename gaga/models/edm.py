@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,10 +17,11 @@ import pytorch_lightning as pl
 import torch
 
 from gaga import __version__
-from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
+from gaga.diffusion.forward import Normalizer, remove_mean
 from gaga.diffusion.losses import l2_loss, log_prob_num_atoms, nll_estimate
 from gaga.diffusion.samplers import SamplerOutput, ancestral_sample, ddim_sample
 from gaga.diffusion.schedules import NoiseSchedule
+from gaga.gaussianity import FEATURES, POSITIONS, VarianceEstimate, marginal_variance, sample_reference_gaussian
 from gaga.models.build import build
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,19 @@ class EDM(pl.LightningModule):
         self.t_max = self.sampling_start = t_star
         self.hparams["gaga"] = {"t_star": t_star, "v_hat": dict(self.v_hat)} if gaga else None
 
+    @property
+    def variance_estimate(self) -> VarianceEstimate:
+        """v_hat per block in units of the model's own noise (whose variance is therefore 1)."""
+        data = {POSITIONS: self.v_hat["pos"], FEATURES: self.v_hat["h"]}
+        return VarianceEstimate("checkpoint", True, data, {POSITIONS: 1.0, FEATURES: 1.0})
+
+    def alpha_bar(self, t: int) -> float:
+        return float(self.schedule.alpha2(torch.tensor(t)))
+
     def start_variance(self, t: int) -> tuple[float, float]:
-        """Closed-form variance of z_t for (positions, features): v_t = 1 - alpha_bar_t (1 - v_hat)."""
-        alpha_bar = float(self.schedule.alpha2(torch.tensor(t)))
-        return tuple(1.0 - alpha_bar * (1.0 - self.v_hat[key]) for key in ("pos", "h"))
+        """GAGA's closed-form variance of z_t for (positions, features): v_t = 1 - alpha_bar_t (1 - v_hat)."""
+        variance = marginal_variance(self.variance_estimate, self.alpha_bar(t))
+        return float(variance[POSITIONS]), float(variance[FEATURES])
 
     # --- data ----------------------------------------------------------------------------------
 
@@ -251,12 +260,18 @@ class EDM(pl.LightningModule):
         num_atoms = num_atoms.to(device)
         batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=device), num_atoms)
         start = self.sampling_start if start is None else int(start)
-        pos = torch.empty(int(num_atoms.sum()), 3, device=device)
-        h = torch.empty(pos.shape[0], self.normalizer.num_features(self.num_atom_types), device=device)
         zero_mean_features = self.hparams.zero_mean_features
-        pos, h = sample_noise(pos, h, batch, len(num_atoms), zero_mean_features, generator)
-        var_pos, var_h = self.start_variance(start)
-        pos, h = pos * math.sqrt(var_pos), h * math.sqrt(var_h)
+        widths = {POSITIONS: 3, FEATURES: self.normalizer.num_features(self.num_atom_types)}
+        z = sample_reference_gaussian(
+            batch,
+            widths,
+            self.variance_estimate,
+            self.alpha_bar(start),
+            zero_com_blocks=(POSITIONS, FEATURES) if zero_mean_features else (POSITIONS,),
+            num_molecules=len(num_atoms),
+            generator=generator,
+        )
+        pos, h = z[:, :3], z[:, 3:]
         common = dict(
             denoiser=self.denoiser(use_ema),
             schedule=self.schedule,
