@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from gaga.data.molecules import MoleculeSet
@@ -172,7 +172,3 @@ class MoleculeDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-    def example_batch(self, split: str = "train", size: int = 4) -> Batch:
-        dataset = self.dataset(split)
-        return Batch.from_data_list([dataset[i] for i in range(min(size, len(dataset)))])
