@@ -1,8 +1,8 @@
-"""Benchmark: sampling time per molecule of an EDM network, full trajectory (T) against GAGA's start at T*.
+"""Benchmark: sampling time per molecule of a backbone, full trajectory (T) against GAGA's start at T*.
 
 Timing does not depend on the weights, so an untrained network of the published size is used unless --ckpt is
 given. Prints seconds per molecule for each start step:
-    python experiments/bench_sample.py [--ckpt PATH] [--starts 1000 550] [--molecules 200 --batch-size 100]
+    python experiments/bench_sample.py [--backbone edm|geoldm] [--ckpt PATH] [--starts 1000 550] [--molecules 200]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from edm_setup import add_network_options, qm9_datamodule, qm9_edm
+from bench_setup import add_network_options, describe, qm9_datamodule, qm9_model
 
 from gaga.sampling import generate, load_model
 
@@ -25,10 +25,12 @@ def main() -> None:
     add_network_options(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
-    model = load_model(args.ckpt, device) if args.ckpt else qm9_edm(qm9_datamodule(), args.hidden, args.layers, device)
+    if args.ckpt:
+        model = load_model(args.ckpt, device)
+    else:
+        model = qm9_model(qm9_datamodule(), args.backbone, args.hidden, args.layers, device)
     model.eval()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; {sum(p.numel() for p in model.net.parameters()):,} parameters; batch {args.batch_size}")
+    print(f"{describe(model, device)}; batch {args.batch_size}")
     generate(model, args.batch_size, args.batch_size, stride=100, progress=False)  # warm-up
     for start in args.starts:
         run = generate(model, args.molecules, args.batch_size, stride=args.stride, start=start, progress=False)

@@ -1,7 +1,7 @@
-"""Benchmark: training throughput of the published EDM QM9 network (9 x 256) at batch 64 on real QM9.
+"""Benchmark: training throughput of a backbone at the published QM9 size (9 x 256) at batch 64 on real QM9.
 
 Prints steps/s, molecules/s and peak memory on the current device:
-    python experiments/bench_train.py [--steps 20] [--batch-size 64] [--hidden 256 --layers 9] [--device cuda]
+    python experiments/bench_train.py [--backbone edm|geoldm] [--steps 20] [--batch-size 64] [--hidden 256 --layers 9]
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import resource
 import time
 
 import torch
-from edm_setup import add_network_options, qm9_datamodule, qm9_edm
+from bench_setup import add_network_options, describe, qm9_datamodule, qm9_model
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     datamodule = qm9_datamodule(args.batch_size)
-    model = qm9_edm(datamodule, args.hidden, args.layers, device)
+    model = qm9_model(datamodule, args.backbone, args.hidden, args.layers, device)
     optimizer = model.configure_optimizers()
     batches = iter(datamodule.train_dataloader())
     if device.type == "cuda":
@@ -50,10 +50,8 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    params = sum(p.numel() for p in model.net.parameters())
-    print(f"device: {name}")
-    print(f"network: EGNN {args.layers} x {args.hidden} ({params:,} parameters), batch {args.batch_size}")
+    print(describe(model, device))
+    print(f"network: EGNN {args.layers} x {args.hidden}, batch {args.batch_size}")
     rate = args.steps / elapsed
     print(f"steps/s: {rate:.3f}   s/step: {1 / rate:.3f}   molecules/s: {molecules / elapsed:.1f}")
     if device.type == "cuda":

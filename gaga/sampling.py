@@ -20,6 +20,10 @@ from gaga.data.molecules import MoleculeSet
 log = logging.getLogger(__name__)
 
 
+# checkpoints written before backbones recorded their class name it by its `backbone` hyperparameter
+LEGACY_BACKBONE_TARGETS = {"edm": "gaga.models.edm.EDM"}
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be sampled from here; the message says why and what to do."""
 
@@ -29,7 +33,8 @@ def load_model(
 ):
     """The model of a gaga checkpoint, read with `torch.load(weights_only=True)` (no code runs from the file).
 
-    `backbone` / `dataset`, when given, must match what the checkpoint was trained as.
+    The checkpoint names its backbone class (`backbone_target`), which is rebuilt from the stored
+    hyperparameters. `backbone` / `dataset`, when given, must match what the checkpoint was trained as.
     """
     from gaga.models.build import build
 
@@ -52,7 +57,10 @@ def load_model(
     for key, wanted in (("backbone", backbone), ("dataset", dataset)):
         if wanted is not None and found[key] != wanted:
             raise CheckpointError(f"{path}: a {found[key]} {key} checkpoint, but {key}={wanted} was asked for")
-    model = build({"_target_": "gaga.models.edm.EDM", **hparams})
+    target = checkpoint.get("backbone_target") or LEGACY_BACKBONE_TARGETS.get(found["backbone"])
+    if not isinstance(target, str) or not target.startswith("gaga.models."):
+        raise CheckpointError(f"{path}: names no gaga backbone class (backbone_target={target!r})")
+    model = build({"_target_": target, **hparams})
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:

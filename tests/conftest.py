@@ -8,14 +8,46 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.elements import QM9_ATOMS
 from gaga.data.molecules import MoleculeSet
-from gaga.data.qm9 import edm_split, load_qm9
+from gaga.data.qm9 import QM9, edm_split, load_qm9
 from gaga.diffusion.schedules import NoiseSchedule
+from gaga.models.build import build
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
 EDM_ALPHA_BAR = NoiseSchedule("polynomial_2", 1000, 1e-5).alpha_bar()  # EDM's QM9 schedule, alpha^2 for t = 0..T
+
+TINY_NET = {"_target_": "gaga.nn.EGNNDynamics", "hidden_nf": 16, "n_layers": 1}
+SCHEDULE = {"_target_": "gaga.diffusion.schedules.NoiseSchedule", "timesteps": 100}
+TINY_BACKBONES = {
+    "edm": {"_target_": "gaga.models.edm.EDM"},
+    "geoldm": {
+        "_target_": "gaga.models.geoldm.GeoLDM",
+        "encoder": {"_target_": "gaga.nn.EquivariantEncoder", "hidden_nf": 16, "n_layers": 1},
+        "decoder": {"_target_": "gaga.nn.EquivariantDecoder", "hidden_nf": 16, "n_layers": 1},
+    },
+}
+
+
+def tiny_setup(backbone: str = "edm", train: int = 64, batch_size: int = 16, **model_options):
+    """(datamodule, model): a tiny backbone (16 x 1 networks, T = 100) on a real QM9 subset."""
+    datamodule = MoleculeDataModule(
+        QM9(DATA_DIR), batch_size=batch_size, subset={"train": train, "valid": 32, "test": 8}
+    )
+    stats = datamodule.statistics
+    dataset = {"name": "qm9", "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist}
+    config = {
+        "net": TINY_NET,
+        "schedule": SCHEDULE,
+        "dataset": dataset,
+        "ema_decay": 0.9,
+        "optimizer": {"lr": 1e-3},
+        **TINY_BACKBONES[backbone],
+        **model_options,
+    }
+    return datamodule, build(config)
 
 
 @pytest.fixture(scope="session")

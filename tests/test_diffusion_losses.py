@@ -11,11 +11,12 @@ from scipy.stats import norm
 
 from gaga.data.elements import QM9_ATOMS
 from gaga.diffusion.forward import Normalizer, remove_mean
-from gaga.diffusion.losses import l2_loss, log_p_h_given_z0, log_prob_num_atoms, nll_estimate
+from gaga.diffusion.losses import OneHotLikelihood, l2_loss, log_p_h_given_z0, log_prob_num_atoms, nll_estimate
 from gaga.diffusion.schedules import NoiseSchedule
 from gaga.nn import EGNNDynamics
 
 NORMALIZER = Normalizer.from_edm([1, 4, 10], include_charges=True)  # EDM's QM9 setting
+ONE_HOT = OneHotLikelihood(NORMALIZER)
 SCHEDULE = NoiseSchedule("polynomial_2", 1000, 1e-5)
 
 
@@ -38,7 +39,7 @@ def zero_denoiser(pos, h, t, batch):
 def test_l2_loss_with_zero_prediction_is_edm_normalised_chi_square(qm9_sample):
     pos, h, batch, num_graphs = qm9_batch(qm9_sample, 3000)
     gen = torch.Generator().manual_seed(0)
-    loss, t = l2_loss(zero_denoiser, SCHEDULE, NORMALIZER, pos, h, batch, num_graphs, t_min=1, generator=gen)
+    loss, t = l2_loss(zero_denoiser, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs, t_min=1, generator=gen)
     counts = torch.bincount(batch).double()
     # E||eps||^2 = (N - 1) * 3 + N * F; EDM divides by (3 + F) * N_max (its padded size)
     expected = ((counts - 1) * 3 + counts * h.shape[1]) / ((3 + h.shape[1]) * counts.max())
@@ -48,7 +49,7 @@ def test_l2_loss_with_zero_prediction_is_edm_normalised_chi_square(qm9_sample):
 
 def test_l2_loss_at_t0_is_edm_reconstruction_term(qm9_sample):
     pos, h, batch, num_graphs = qm9_batch(qm9_sample, 500)
-    loss, t = l2_loss(zero_denoiser, SCHEDULE, NORMALIZER, pos, h, batch, num_graphs, t_min=0, t_max=0)
+    loss, t = l2_loss(zero_denoiser, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs, t_min=0, t_max=0)
     counts = torch.bincount(batch).double()
     # -log p(h | z_0) vanishes at sigma_0 = 3e-3, leaving half the coordinate chi-square
     expected = 0.5 * (counts - 1) * 3 / ((3 + h.shape[1]) * counts.max())
@@ -58,11 +59,11 @@ def test_l2_loss_at_t0_is_edm_reconstruction_term(qm9_sample):
 
 def test_l2_loss_draws_steps_from_the_truncated_range(qm9_sample):
     pos, h, batch, num_graphs = qm9_batch(qm9_sample, 3000)
-    _, t = l2_loss(zero_denoiser, SCHEDULE, NORMALIZER, pos, h, batch, num_graphs, t_max=550)
+    _, t = l2_loss(zero_denoiser, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs, t_max=550)
     assert t.min() == 0 and t.max() == 550  # both ends of {0..550} are drawn among 3,000 molecules
     for t_min, t_max in [(10, 5), (0, 1001)]:
         with pytest.raises(ValueError, match="t_min <= t_max <= T=1000"):
-            l2_loss(zero_denoiser, SCHEDULE, NORMALIZER, pos, h, batch, num_graphs, t_min=t_min, t_max=t_max)
+            l2_loss(zero_denoiser, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs, t_min=t_min, t_max=t_max)
 
 
 def test_nll_diffusion_term_matches_schedule_sum_for_zero_prediction(qm9_sample):
@@ -70,7 +71,7 @@ def test_nll_diffusion_term_matches_schedule_sum_for_zero_prediction(qm9_sample)
     pos, h, batch, num_graphs = qm9_batch(qm9_sample.subset(np.zeros(1000, dtype=np.int64)), 1000)
     log_pn = torch.zeros(num_graphs)
     t = torch.arange(1, 1001)
-    terms = nll_estimate(zero_denoiser, SCHEDULE, NORMALIZER, pos, h, batch, num_graphs, log_pn, t=t)
+    terms = nll_estimate(zero_denoiser, SCHEDULE, NORMALIZER, pos, h, batch, num_graphs, log_pn, ONE_HOT, t=t)
     gamma = SCHEDULE.gamma_table.numpy()
     n = int(torch.bincount(batch)[0])
     expected = 0.5 * np.expm1(gamma[1:] - gamma[:-1]).sum() * ((n - 1) * 3 + n * h.shape[1])
@@ -87,8 +88,8 @@ def test_nll_of_random_egnn_is_finite_with_edm_constants(qm9_sample):
     counts = torch.bincount(batch)
     log_pn = log_prob_num_atoms(hist, counts)
     with torch.no_grad():
-        terms = nll_estimate(net, SCHEDULE, NORMALIZER, pos, h, batch, num_graphs, log_pn)
-        loss, _ = l2_loss(net, SCHEDULE, NORMALIZER, pos, h, batch, num_graphs)
+        terms = nll_estimate(net, SCHEDULE, NORMALIZER, pos, h, batch, num_graphs, log_pn, ONE_HOT)
+        loss, _ = l2_loss(net, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs)
     assert all(torch.isfinite(value).all() for value in terms.values()) and torch.isfinite(loss).all()
     # the sigma_0 constants: -log N(0; 0, sigma_0 / alpha_0) per zero-CoM dimension, gamma_0 from ANCHORS.md
     per_dim = 0.5 * -11.51291546 + 0.5 * np.log(2 * np.pi)
@@ -138,6 +139,7 @@ def test_truncated_prior_kl_is_the_gaussian_kl_at_t_star(qm9_sample):
         batch,
         num_graphs,
         torch.zeros(num_graphs),
+        ONE_HOT,
         t_max=550,
         prior_variance=variances,
     )

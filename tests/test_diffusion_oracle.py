@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
-from gaga.diffusion.losses import l2_loss, nll_estimate
-from gaga.diffusion.samplers import ancestral_sample, ddim_sample
+from gaga.diffusion.losses import OneHotLikelihood, l2_loss, nll_estimate
+from gaga.diffusion.samplers import OneHotDecoder, ancestral_sample, ddim_sample
 from gaga.diffusion.schedules import NoiseSchedule
 
 SCHEDULE = NoiseSchedule("polynomial_2", 1000, 1e-5)
@@ -44,7 +44,7 @@ def known_molecules(seed=0):
 def test_perfect_denoiser_has_zero_l2_loss():
     pos, h, _, _, batch = known_molecules()
     oracle = gaussian_oracle(pos, h, 0.0)
-    loss, t = l2_loss(oracle, SCHEDULE, NORMALIZER, pos, h, batch, len(SIZES), t_min=1)
+    loss, t = l2_loss(oracle, SCHEDULE, OneHotLikelihood(NORMALIZER), pos, h, batch, len(SIZES), t_min=1)
     assert t.min() >= 1 and loss.abs().max() < 1e-8
 
 
@@ -52,7 +52,7 @@ def test_perfect_denoiser_nll_reduces_to_edm_constants():
     pos, h, _, _, batch = known_molecules()
     oracle = gaussian_oracle(pos, h, 0.0)
     log_pn = torch.log(torch.tensor([0.5, 0.25, 0.25]))
-    terms = nll_estimate(oracle, SCHEDULE, NORMALIZER, pos, h, batch, len(SIZES), log_pn)
+    terms = nll_estimate(oracle, SCHEDULE, NORMALIZER, pos, h, batch, len(SIZES), log_pn, OneHotLikelihood(NORMALIZER))
     dims = (torch.tensor(SIZES) - 1) * 3
     # -log N(0; 0, sigma_0 / alpha_0) per zero-CoM dimension with gamma_0 = -11.51291546 (ANCHORS.md), - log p(N)
     expected = dims.double() * (0.5 * -11.51291546 + 0.5 * np.log(2 * np.pi)) - log_pn.double()
@@ -67,9 +67,9 @@ def test_samplers_recover_a_known_molecule(t_start, stride):
     gen = torch.Generator().manual_seed(1)
     start = sample_noise(pos, h, batch, len(SIZES), generator=gen)
     ancestral = ancestral_sample(
-        oracle, SCHEDULE, NORMALIZER, *start, batch, len(SIZES), t_start, stride, generator=gen
+        oracle, SCHEDULE, OneHotDecoder(NORMALIZER), *start, batch, len(SIZES), t_start, stride, generator=gen
     )
-    ddim = ddim_sample(oracle, SCHEDULE, NORMALIZER, *start, batch, len(SIZES), t_start, stride)
+    ddim = ddim_sample(oracle, SCHEDULE, OneHotDecoder(NORMALIZER), *start, batch, len(SIZES), t_start, stride)
     for out in (ancestral, ddim):
         assert torch.equal(out.atom_types, types) and torch.equal(out.charges, charges)
     # ancestral ends with EDM's sigma_0 / alpha_0 = 3.2e-3 A of noise per entry; DDIM (eta = 0) is exact
@@ -112,7 +112,9 @@ def test_samplers_reproduce_gaussian_data(sampler, t_start, stride):
     scale = np.sqrt(alpha_bar * variance + 1 - alpha_bar)
     pos, h = (scale * z for z in sample_noise(*zeros, batch, num_molecules, generator=gen))
     oracle = gaussian_oracle(0.0, 0.0, variance)
-    out = sampler(oracle, SCHEDULE, Normalizer(), pos, h, batch, num_molecules, t_start, stride, generator=gen)
+    out = sampler(
+        oracle, SCHEDULE, OneHotDecoder(Normalizer()), pos, h, batch, num_molecules, t_start, stride, generator=gen
+    )
     expected = expected_variance(variance, t_start, stride, sampler is ddim_sample) * (num_atoms - 1) / num_atoms
     assert out.pos.var().item() == pytest.approx(expected, rel=0.03)
     assert expected == pytest.approx(variance * (num_atoms - 1) / num_atoms, rel=0.06)  # close to the data

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
-from gaga.diffusion.samplers import ancestral_sample, ddim_sample
+from gaga.diffusion.samplers import OneHotDecoder, ancestral_sample, ddim_sample
 from gaga.diffusion.schedules import NoiseSchedule
 from gaga.nn import EGNNDynamics
 
@@ -38,7 +38,9 @@ def start_state(seed=0, num_features=5):
 @pytest.mark.parametrize("t_start, stride", [(1000, 1), (550, 1), (550, 2), (550, 11), (1000, 25)])
 def test_network_evaluations_follow_the_strided_grid(sampler, t_start, stride):
     net = RecordingDenoiser()
-    out = sampler(net, SCHEDULE, Normalizer(), *start_state(), BATCH, len(SIZES), t_start=t_start, stride=stride)
+    out = sampler(
+        net, SCHEDULE, OneHotDecoder(Normalizer()), *start_state(), BATCH, len(SIZES), t_start=t_start, stride=stride
+    )
     steps = list(range(t_start, 0, -stride)) + [0]  # the transitions, then EDM's final p(x, h | z_0)
     assert out.num_evaluations == len(net.times) == t_start // stride + 1
     assert [round(float(t[0]) * 1000) for t in net.times] == steps
@@ -52,7 +54,7 @@ def test_samplers_keep_zero_centre_of_mass(sampler, zero_mean_features):
     out = sampler(
         net,
         SCHEDULE,
-        Normalizer(),
+        OneHotDecoder(Normalizer()),
         *start_state(),
         BATCH,
         len(SIZES),
@@ -68,15 +70,15 @@ def test_samplers_keep_zero_centre_of_mass(sampler, zero_mean_features):
 def test_ddim_with_eta_one_is_the_ancestral_sampler():
     torch.manual_seed(0)
     net = EGNNDynamics(6, hidden_nf=16, n_layers=2).eval()
-    normalizer = Normalizer(include_charges=True)
+    decode = OneHotDecoder(Normalizer(include_charges=True))
     pos, h = start_state(num_features=6)
     ancestral = ancestral_sample(
-        net, SCHEDULE, normalizer, pos, h, BATCH, len(SIZES), stride=50, generator=torch.Generator().manual_seed(5)
+        net, SCHEDULE, decode, pos, h, BATCH, len(SIZES), stride=50, generator=torch.Generator().manual_seed(5)
     )
     ddim = ddim_sample(
         net,
         SCHEDULE,
-        normalizer,
+        decode,
         pos,
         h,
         BATCH,
@@ -97,7 +99,7 @@ def test_ddim_with_eta_zero_is_deterministic():
         ddim_sample(
             net,
             SCHEDULE,
-            Normalizer(),
+            OneHotDecoder(Normalizer()),
             pos,
             h,
             BATCH,
@@ -113,7 +115,9 @@ def test_ddim_with_eta_zero_is_deterministic():
 def test_invalid_start_or_stride_is_rejected_with_the_fix():
     net = RecordingDenoiser()
     with pytest.raises(ValueError, match="divisor of t_start=550"):
-        ancestral_sample(net, SCHEDULE, Normalizer(), *start_state(), BATCH, len(SIZES), t_start=550, stride=4)
+        ancestral_sample(
+            net, SCHEDULE, OneHotDecoder(Normalizer()), *start_state(), BATCH, len(SIZES), t_start=550, stride=4
+        )
     with pytest.raises(ValueError, match=r"1\.\.1000"):
-        ddim_sample(net, SCHEDULE, Normalizer(), *start_state(), BATCH, len(SIZES), t_start=1200)
+        ddim_sample(net, SCHEDULE, OneHotDecoder(Normalizer()), *start_state(), BATCH, len(SIZES), t_start=1200)
     assert not net.times

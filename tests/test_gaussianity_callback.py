@@ -8,7 +8,7 @@ import torch
 
 from gaga.callbacks.gaussianity import GaussianityCallback
 from gaga.gaussianity import TStarResult
-from tests.test_train_edm import tiny_setup
+from tests.conftest import tiny_setup
 
 SETTINGS = {"grid_step": 10, "dataset_molecules": 300, "eps_ds": 0.03, "eps_dep": 0.05, "workers": 1}
 

@@ -11,7 +11,7 @@ from gaga.cli import run_sampling
 from gaga.config import compose
 from gaga.io import read_sdf, read_xyz
 from gaga.sampling import CheckpointError, generate, load_model
-from tests.test_train_edm import tiny_setup
+from tests.conftest import tiny_setup
 
 
 @pytest.fixture(scope="module")

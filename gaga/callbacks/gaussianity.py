@@ -1,7 +1,9 @@
 """GaussianityCallback: before fit, find T* on the training data and truncate the model's trajectory there.
 
-The paper's step 1 as a Lightning callback: T* and v_hat are computed once (rank 0, broadcast in DDP),
-cached by data + schedule + evaluator settings, stored in the checkpoint and logged with their curves.
+The paper's step 1 as a Lightning callback: T* and v_hat are computed once (rank 0, broadcast in DDP) on the
+arrays the backbone diffuses (EDM: normalised atoms; GeoLDM: its encoder's latents), cached by data + backbone
+identity + evaluator settings, stored in the checkpoint and logged with their curves. It talks to the model
+only through the backbone interface of gaga.models.base.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from gaga.gaussianity import (
     VarianceEstimate,
     estimate_variance,
     find_t_star,
-    molecule_blocks,
 )
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class GaussianityCallback(pl.Callback):
             pl_module.set_truncation(None)
             log.info("GAGA off: training and sampling on the full trajectory (T=%d)", pl_module.schedule.timesteps)
             return
-        self._check_model(pl_module)
+        pl_module.check_truncatable()
         truncation = self._truncation(trainer, pl_module) if trainer.is_global_zero else None
         truncation = trainer.strategy.broadcast(truncation, src=0)
         pl_module.set_truncation(truncation)
@@ -83,32 +84,20 @@ class GaussianityCallback(pl.Callback):
 
     # --- computing T* and v_hat -------------------------------------------------------------------
 
-    @staticmethod
-    def _check_model(pl_module) -> None:
-        if not pl_module.hparams.zero_mean_features:
-            raise ValueError(
-                "GAGA's closed form needs atom features zero-meaned per molecule (mu_t = 0): set "
-                "backbone.zero_mean_features=true (the GAGA reference code's setting), or gaga.t_star=off"
-            )
-        if pl_module.normalizer.include_charges:
-            raise ValueError(
-                "GAGA's closed form covers coordinates and one-hot types, not charges: set "
-                "backbone.normalizer.include_charges=false (as the GAGA runs do), or gaga.t_star=off"
-            )
-
     def _truncation(self, trainer: pl.Trainer, pl_module) -> dict:
         datamodule = trainer.datamodule
-        train = datamodule.splits["train"]
-        normalizer = pl_module.normalizer
-        blocks, offsets = molecule_blocks(
-            train, datamodule.encoder, (normalizer.position_scale, normalizer.onehot_scale), center_features=True
-        )
+
+        def training_arrays():
+            return pl_module.gaussianity_data(datamodule.ordered_loader("train"))
+
         if self.t_star == "auto":
-            self.result = self._evaluate(blocks, offsets, pl_module, self._cache_key(datamodule, pl_module))
+            key = self._cache_key(datamodule.identity(), pl_module.gaussianity_identity())
+            self.result = self._evaluate(training_arrays, pl_module, key)
             t_star = self.result.truncation_step(pl_module.schedule.timesteps)
             variance = VarianceEstimate.from_dict(self.result.variance)
         else:
             t_star = int(self.t_star)
+            blocks, offsets = training_arrays()
             zero_com = self.settings.zero_com_blocks
             variance = estimate_variance(
                 blocks, offsets, self.settings.estimator, self.settings.per_component, zero_com
@@ -119,20 +108,12 @@ class GaussianityCallback(pl.Callback):
         }
         return {"t_star": t_star, "v_hat": v_hat}
 
-    def _cache_key(self, datamodule, pl_module) -> str:
-        schedule = pl_module.schedule
-        identity = {
-            "data": datamodule.source.cache_key(),
-            "remove_h": datamodule.remove_h,
-            "train_molecules": len(datamodule.splits["train"]),
-            "subset_seed": datamodule.seed if "train" in datamodule.subset else None,
-            "schedule": [schedule.name, schedule.timesteps, schedule.precision],
-            "normalize": [pl_module.normalizer.position_scale, pl_module.normalizer.onehot_scale],
-            "settings": self.settings.to_dict(),
-        }
+    def _cache_key(self, data_identity: dict, model_identity: dict) -> str:
+        identity = {**data_identity, **model_identity, "settings": self.settings.to_dict()}
         return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
-    def _evaluate(self, blocks, offsets, pl_module, key: str) -> TStarResult:
+    def _evaluate(self, training_arrays, pl_module, key: str) -> TStarResult:
+        """The evaluator's result for this data and model: from the cache, else computed (and cached)."""
         cached = self.cache_dir / f"tstar_{key}.json" if self.cache_dir else None
         result = None
         if cached is not None and cached.exists():
@@ -142,6 +123,7 @@ class GaussianityCallback(pl.Callback):
             except (ValueError, TypeError) as error:
                 log.warning("ignoring unreadable T* cache %s (%s); recomputing", cached, error)
         if result is None:
+            blocks, offsets = training_arrays()
             result = find_t_star(blocks, offsets, pl_module.schedule.alpha_bar(), self.settings, progress=True)
             if cached is not None:
                 write_text_atomically(cached, result.to_json())

@@ -154,6 +154,21 @@ class MoleculeDataModule(pl.LightningDataModule):
         molecules = self.splits[split]
         return MoleculeDataset(molecules, self.encoder.encode(molecules.atomic_numbers), self.encoder.num_types)
 
+    def identity(self) -> dict:
+        """What identifies the served training molecules, for caches keyed by them (such as T*)."""
+        self.setup()
+        return {
+            "data": self.source.cache_key(),
+            "remove_h": self.remove_h,
+            "train_molecules": len(self.splits["train"]),
+            "subset_seed": self.seed if "train" in self.subset else None,
+        }
+
+    def ordered_loader(self, split: str) -> DataLoader:
+        """The split's molecules in their stored order, in evaluation-sized batches (no shuffling)."""
+        dataset = self.dataset(split)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.dataset(split)
         return DataLoader(

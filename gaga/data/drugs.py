@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gaga.data.elements import DRUGS_ATOMS, PERIODIC_SYMBOLS
+from gaga.data.elements import DRUGS_ATOMS, describe_element
 from gaga.data.molecules import CacheError, MoleculeSet
+from gaga.data.rdkit_io import SUMMARY_NAME, find_rdkit_folder, read_rdkit_folder
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +43,6 @@ def edm_file_names(conformers_per_molecule: int = CONFORMERS_PER_MOLECULE) -> tu
 
 def cache_path(data_dir: str | Path, conformers_per_molecule: int = CONFORMERS_PER_MOLECULE) -> Path:
     return Path(data_dir) / f"geom_drugs_{conformers_per_molecule}.npz"
-
-
-# --- the 16 elements ------------------------------------------------------------------------------
-
-
-def first_unknown_element(atomic_numbers: np.ndarray) -> int | None:
-    """Index of the first atom that is not one of the 16 GEOM-Drugs elements, or None."""
-    bad = np.flatnonzero(~np.isin(atomic_numbers, DRUGS_ATOMS.atomic_numbers))
-    return int(bad[0]) if bad.size else None
-
-
-def describe_element(z: int) -> str:
-    name = PERIODIC_SYMBOLS[z] if 0 < z < len(PERIODIC_SYMBOLS) else "unknown"
-    return f"element {name} (Z={z}) is not one of the 16 GEOM-Drugs atom types {', '.join(DRUGS_ATOMS.symbols)}"
 
 
 # --- EDM's processed files -------------------------------------------------------------------------
@@ -177,8 +164,6 @@ def read_edm_npy(folder: str | Path, conformers_per_molecule: int = CONFORMERS_P
 def find_source(source: str | Path | None,
                 conformers_per_molecule: int = CONFORMERS_PER_MOLECULE) -> tuple[str, Path] | None:
     """("rdkit_folder" | "edm_npy", folder) found at `source`, or None; the rdkit_folder wins (exact molecules)."""
-    from gaga.data.rdkit_io import find_rdkit_folder
-
     if source is None:
         return None
     source = Path(source)
@@ -192,8 +177,6 @@ def find_source(source: str | Path | None,
 
 def _fingerprint(form: str, folder: Path, conformers_per_molecule: int) -> str:
     """Form, k, and size and modification time of each source file: any edit makes the cache stale."""
-    from gaga.data.rdkit_io import SUMMARY_NAME
-
     names = (SUMMARY_NAME,) if form == "rdkit_folder" else edm_file_names(conformers_per_molecule)
     stats = [(folder / name).stat() for name in names]
     files = ",".join(f"{name}:{stat.st_size}:{stat.st_mtime_ns}" for name, stat in zip(names, stats, strict=True))
@@ -203,8 +186,6 @@ def _fingerprint(form: str, folder: Path, conformers_per_molecule: int) -> str:
 def missing_message(data_dir: str | Path, source: str | Path | None, conformers_per_molecule: int,
                     reason: str) -> str:
     """What is missing, where it looked, which files to get, where from, and the build command."""
-    from gaga.data.rdkit_io import SUMMARY_NAME
-
     npy = ", ".join(edm_file_names(conformers_per_molecule))
     looked = f"in {Path(source).resolve()}" if source is not None else "nowhere (no source folder was given)"
     return (
@@ -233,8 +214,6 @@ def build_drugs_cache(source: str | Path | None, data_dir: str | Path,
     start = time.perf_counter()
     log.info("reading GEOM-Drugs (%s) from %s", form, folder)
     if form == "rdkit_folder":
-        from gaga.data.rdkit_io import read_rdkit_folder
-
         molecules = read_rdkit_folder(folder, conformers_per_molecule, progress=progress, workers=workers)
     else:
         molecules = read_edm_npy(folder, conformers_per_molecule)

@@ -1,6 +1,6 @@
 """Atom-type encoders: which elements a dataset has and how they map to one-hot columns.
 
-QM9 has H, C, N, O, F; GEOM-Drugs as EDM uses it has 16 elements (ANCHORS.md).
+QM9 has H, C, N, O, F; GEOM-Drugs as EDM uses it has 16 elements (ANCHORS.md), which its readers check.
 """
 
 from __future__ import annotations
@@ -66,3 +66,14 @@ DRUGS_ATOMS = AtomEncoder(
     "drugs", ("H", "B", "C", "N", "O", "F", "Al", "Si", "P", "S", "Cl", "As", "Br", "I", "Hg", "Bi")
 )
 ENCODERS = {"qm9": QM9_ATOMS, "drugs": DRUGS_ATOMS}
+
+
+def first_unknown_element(atomic_numbers: np.ndarray) -> int | None:
+    """Index of the first atom that is not one of the 16 GEOM-Drugs elements, or None."""
+    bad = np.flatnonzero(~np.isin(atomic_numbers, DRUGS_ATOMS.atomic_numbers))
+    return int(bad[0]) if bad.size else None
+
+
+def describe_element(z: int) -> str:
+    name = PERIODIC_SYMBOLS[z] if 0 < z < len(PERIODIC_SYMBOLS) else "unknown"
+    return f"element {name} (Z={z}) is not one of the 16 GEOM-Drugs atom types {', '.join(DRUGS_ATOMS.symbols)}"

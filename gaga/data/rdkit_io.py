@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gaga.data.drugs import describe_element, first_unknown_element
+from gaga.data.elements import describe_element, first_unknown_element
 from gaga.data.molecules import MoleculeSet
 
 log = logging.getLogger(__name__)

@@ -68,6 +68,10 @@ def diffuse(
     return alpha * pos + sigma * eps_pos, alpha * h + sigma * eps_h, eps_pos, eps_h
 
 
+# EDM's normalize_factors for (positions, one-hot, charges): the one place these numbers live.
+EDM_NORM_VALUES = (1.0, 4.0, 10.0)
+
+
 @dataclass(frozen=True)
 class Normalizer:
     """EDM's feature scaling and the layout of h: [one-hot / onehot_scale, (charge / charge_scale)].
@@ -78,9 +82,9 @@ class Normalizer:
     (EDM's default for QM9; the GAGA runs leave it out).
     """
 
-    position_scale: float = 1.0
-    onehot_scale: float = 4.0
-    charge_scale: float = 10.0
+    position_scale: float = EDM_NORM_VALUES[0]
+    onehot_scale: float = EDM_NORM_VALUES[1]
+    charge_scale: float = EDM_NORM_VALUES[2]
     onehot_bias: float = 0.0
     charge_bias: float = 0.0
     include_charges: bool = False
@@ -101,6 +105,14 @@ class Normalizer:
         if norm_biases[0] not in (None, 0, 0.0):
             raise ValueError(f"norm_biases[0] (positions) must be None or 0 to keep zero CoM, got {norm_biases[0]}")
         return cls(*map(float, norm_values), float(norm_biases[1]), float(norm_biases[2]), include_charges)
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> Normalizer:
+        """From a backbone's `normalizer: {norm_values, include_charges}` (EDM's [1, 4, 10] by default)."""
+        config = dict(config or {})
+        return cls.from_edm(
+            config.get("norm_values", EDM_NORM_VALUES), include_charges=config.get("include_charges", False)
+        )
 
     def num_features(self, num_atom_types: int) -> int:
         """Width of h for a dataset with `num_atom_types` one-hot columns."""

@@ -1,14 +1,18 @@
 """EDM's objectives on PyG-style batches: the l2 epsilon loss for training and the full NLL estimate.
 
 Both call a denoiser net(pos_t, h_t, t / T, batch) -> (eps_pos, eps_h) and return one value per molecule.
+The t = 0 term of the features is the backbone's: `OneHotLikelihood` (EDM's discretised one-hot) or
+`GaussianLikelihood` (continuous latents, GeoLDM).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 from torch_geometric.utils import scatter
 
 from gaga.diffusion.forward import Normalizer, diffuse, remove_mean
@@ -77,10 +81,46 @@ def log_p_h_given_z0(
     return log_prob
 
 
+@dataclass
+class ZeroStep:
+    """What the features' t = 0 term sees: z_0's feature block, the clean features and the eps error there.
+
+    `feature_error` is ||eps_h - eps_hat_h||^2 per molecule, weighted as the objective weights its errors.
+    """
+
+    h_0: torch.Tensor
+    h: torch.Tensor
+    feature_error: torch.Tensor
+    sigma_0: torch.Tensor  # [N, 1]
+    batch: torch.Tensor
+    num_graphs: int
+
+
+FeatureLikelihood = Callable[[ZeroStep], torch.Tensor]  # -log p(h | z_0) per molecule [B]
+
+
+@dataclass(frozen=True)
+class OneHotLikelihood:
+    """EDM's -log p(h | z_0) for one-hot atom types (and charges): `log_p_h_given_z0`, negated."""
+
+    normalizer: Normalizer
+
+    def __call__(self, step: ZeroStep) -> torch.Tensor:
+        return -log_p_h_given_z0(step.h_0, step.h, step.sigma_0, self.normalizer, step.batch, step.num_graphs)
+
+
+@dataclass(frozen=True)
+class GaussianLikelihood:
+    """-log p(h | z_0) without constants for continuous features (GeoLDM's latents): 0.5 ||eps_h - eps_hat_h||^2."""
+
+    def __call__(self, step: ZeroStep) -> torch.Tensor:
+        return 0.5 * step.feature_error
+
+
 def l2_loss(
     denoiser: Denoiser,
     schedule: NoiseSchedule,
-    normalizer: Normalizer,
+    feature_nll: FeatureLikelihood,
     pos: torch.Tensor,
     h: torch.Tensor,
     batch: torch.Tensor,
@@ -94,7 +134,7 @@ def l2_loss(
 
     For t > 0: ||eps - eps_hat||^2 / ((3 + F) * N_max), summed over the molecule, with N_max the largest
     molecule in the batch (EDM pads every molecule to N_max and divides by the padded size). For t = 0:
-    EDM's reconstruction term 0.5 * ||eps_x - eps_hat_x||^2 / ((3 + F) * N_max) - log p(h | z_0).
+    EDM's reconstruction term 0.5 * ||eps_x - eps_hat_x||^2 / ((3 + F) * N_max) + `feature_nll` (-log p(h | z_0)).
     GAGA trains with t_max = T*. `pos` and `h` are normalised (Normalizer.encode), `pos` zero-CoM.
     (EDM's logged training loss also adds the parameter-free prior KL and -log p(N); they carry no gradient.)
     """
@@ -107,8 +147,36 @@ def l2_loss(
     error_pos = per_molecule_sum((eps_pos - pred_pos) ** 2, batch, num_graphs) / denominator
     error_h = per_molecule_sum((eps_h - pred_h) ** 2, batch, num_graphs) / denominator
     sigma_t = schedule.sigma(t)[batch, None]
-    reconstruction = 0.5 * error_pos - log_p_h_given_z0(h_t, h, sigma_t, normalizer, batch, num_graphs)
+    reconstruction = 0.5 * error_pos + feature_nll(ZeroStep(h_t, h, error_h, sigma_t, batch, num_graphs))
     return torch.where(t == 0, reconstruction, error_pos + error_h), t
+
+
+def reconstruction_error(
+    pos_rec: torch.Tensor,
+    h_rec: torch.Tensor,
+    pos: torch.Tensor,
+    h: torch.Tensor,
+    normalizer: Normalizer,
+    batch: torch.Tensor,
+    num_graphs: int,
+    per_dimension: bool,
+) -> torch.Tensor:
+    """GeoLDM's autoencoder reconstruction error per molecule [B].
+
+    ||x_rec - x||^2 + cross-entropy of the type logits against the true types (+ squared error of the
+    normalised charges), summed over the molecule. `per_dimension` divides by (3 + F) * N_max as GeoLDM
+    does in training (F = width of h, N_max the largest molecule in the batch); evaluation leaves it out.
+    """
+    onehot, charges = normalizer.split(h)
+    num_types = onehot.shape[1]
+    cross_entropy = F.cross_entropy(h_rec[:, :num_types], onehot.argmax(dim=1), reduction="none")
+    error = per_molecule_sum((pos_rec - pos) ** 2, batch, num_graphs)
+    error = error + scatter(cross_entropy, batch, dim=0, dim_size=num_graphs, reduce="sum")
+    if charges is not None:
+        error = error + per_molecule_sum((h_rec[:, num_types:] - h[:, num_types:]) ** 2, batch, num_graphs)
+    if per_dimension:
+        error = error / ((pos.shape[1] + h.shape[1]) * torch.bincount(batch, minlength=num_graphs).max())
+    return error
 
 
 def gaussian_kl(mean_sq_norm: torch.Tensor, dims: torch.Tensor, q_sigma: torch.Tensor, p_sigma: float) -> torch.Tensor:
@@ -135,6 +203,7 @@ def nll_estimate(
     batch: torch.Tensor,
     num_graphs: int,
     log_p_num_atoms: torch.Tensor,
+    feature_nll: FeatureLikelihood,
     t: torch.Tensor | None = None,
     t_max: int | None = None,
     prior_variance: float | tuple[float, float] = 1.0,
@@ -145,7 +214,8 @@ def nll_estimate(
 
     nll = KL(q(z_T | x, h) || prior) + T * L_t + L_0 + constants - log|det scaling| - log p(N), with
     t ~ U{1..T} (or the given steps `t` [B]), L_t = 0.5 * (SNR(t-1) / SNR(t) - 1) * ||eps - eps_hat||^2,
-    L_0 = 0.5 * ||eps_x - eps_hat_x||^2 at t = 0 - log p(h | z_0), constants = -(N-1)*3*log N(0; 0, sigma_0/alpha_0)
+    L_0 = 0.5 * ||eps_x - eps_hat_x||^2 at t = 0 + `feature_nll` (-log p(h | z_0)),
+    constants = -(N-1)*3*log N(0; 0, sigma_0/alpha_0)
     on the (N-1)*3-dimensional zero-CoM subspace. With GAGA's truncation (`t_max` = T*, prior N(0,
     prior_variance I) at T*; a pair gives (coordinates, features) their own variance) the same sum is a
     bound for the truncated model; the defaults give EDM's.
@@ -169,8 +239,9 @@ def nll_estimate(
     snr_ratio_minus_one = torch.expm1(schedule.gamma(t) - schedule.gamma(t - 1))
 
     zeros = torch.zeros_like(t)
-    pos_0, h_0, eps_pos_0, _ = diffuse(pos, h, zeros, schedule, batch, zero_mean_features, generator)
-    pred_pos_0, _ = denoiser(pos_0, h_0, zeros.float(), batch)
+    pos_0, h_0, eps_pos_0, eps_h_0 = diffuse(pos, h, zeros, schedule, batch, zero_mean_features, generator)
+    pred_pos_0, pred_h_0 = denoiser(pos_0, h_0, zeros.float(), batch)
+    error_h_0 = per_molecule_sum((eps_h_0 - pred_h_0) ** 2, batch, num_graphs)
     gamma_0 = schedule.gamma(zeros)
 
     end = torch.full_like(t, t_max)
@@ -187,7 +258,7 @@ def nll_estimate(
         "kl_prior": kl_pos + kl_h,
         "diffusion": t_max * 0.5 * snr_ratio_minus_one * error,
         "x_given_z0": 0.5 * per_molecule_sum((eps_pos_0 - pred_pos_0) ** 2, batch, num_graphs),
-        "h_given_z0": -log_p_h_given_z0(h_0, h, schedule.sigma(zeros)[batch, None], normalizer, batch, num_graphs),
+        "h_given_z0": feature_nll(ZeroStep(h_0, h, error_h_0, schedule.sigma(zeros)[batch, None], batch, num_graphs)),
         "constants": pos_dims * (0.5 * gamma_0 + 0.5 * math.log(2 * math.pi)),
         "volume": -normalizer.log_volume_change(num_atoms),
         "num_atoms": -log_p_num_atoms,

@@ -1,6 +1,7 @@
 """Reverse-time samplers for EDM-style diffusion: ancestral p(z_s | z_t) and DDIM, with stride and any start.
 
-Both run from step t_start (GAGA: T* with a closed-form Gaussian start state) down to 0, then decode.
+Both run from step t_start (GAGA: T* with a closed-form Gaussian start state) down to 0 and hand the final
+state to the backbone's decoder (EDM: argmax of the one-hot; GeoLDM: its autoencoder's decoder).
 """
 
 from __future__ import annotations
@@ -92,26 +93,78 @@ def _ddim_step(chain: _Chain, pos, h, s: int, t: int, eta: float):
     return chain.project(step(pos, eps_pos, noise_pos), step(h, eps_h, noise_h))
 
 
-def _decode(chain: _Chain, normalizer: Normalizer, pos, h, noise_scale: float) -> SamplerOutput:
-    """EDM's final p(x, h | z_0): x = x_hat(z_0) + noise_scale * sigma_0/alpha_0 * noise; types from z_0's h."""
+@dataclass
+class FinalState:
+    """The chain's last state z_0, the denoiser's noise prediction at t = 0 and what p(x, h | z_0) needs.
+
+    `sample_data` draws from EDM's p(x | z_0) = N((z_0 - sigma_0 eps_hat) / alpha_0, (noise_scale sigma_0 /
+    alpha_0)^2) for one block; a decoder calls it for the blocks it uses, positions first.
+    """
+
+    pos: torch.Tensor
+    h: torch.Tensor
+    eps_pos: torch.Tensor
+    eps_h: torch.Tensor
+    alpha_0: torch.Tensor
+    sigma_0: torch.Tensor
+    noise_scale: float
+    batch: torch.Tensor
+    num_graphs: int
+    num_evaluations: int
+    generator: torch.Generator | None
+
+    def sample_data(self, z: torch.Tensor, eps: torch.Tensor, zero_mean: bool = True) -> torch.Tensor:
+        """x ~ p(x | z_0) for the block (z, eps); `zero_mean` draws zero-CoM noise and projects x."""
+        if zero_mean:
+            noise = sample_zero_com_noise(z, self.batch, self.num_graphs, self.generator)
+        else:
+            noise = torch.randn(z.shape, dtype=z.dtype, device=z.device, generator=self.generator)
+        x = (z - self.sigma_0 * eps) / self.alpha_0 + self.noise_scale * (self.sigma_0 / self.alpha_0) * noise
+        return remove_mean(x, self.batch, self.num_graphs) if zero_mean else x
+
+
+Decoder = Callable[[FinalState], SamplerOutput]
+
+
+@dataclass(frozen=True)
+class OneHotDecoder:
+    """EDM's p(x, h | z_0): x drawn from p(x | z_0) in Angstrom; atom types the argmax of z_0's one-hot columns."""
+
+    normalizer: Normalizer
+
+    def __call__(self, final: FinalState) -> SamplerOutput:
+        x = final.sample_data(final.pos, final.eps_pos) * self.normalizer.position_scale
+        onehot, charges = self.normalizer.split(final.h)
+        return SamplerOutput(
+            pos=x,
+            atom_types=onehot.argmax(dim=1),
+            charges=None if charges is None else torch.round(charges).long(),
+            num_evaluations=final.num_evaluations,
+        )
+
+
+def _final_state(chain: _Chain, pos, h, noise_scale: float) -> FinalState:
     _, alpha_0, sigma_0 = chain.coefficients(0)
-    eps_pos, _ = chain.predict_noise(pos, h, 0)
-    noise_pos = sample_zero_com_noise(pos, chain.batch, chain.num_graphs, chain.generator)
-    x = (pos - sigma_0 * eps_pos) / alpha_0 + noise_scale * (sigma_0 / alpha_0) * noise_pos
-    x = remove_mean(x, chain.batch, chain.num_graphs) * normalizer.position_scale
-    onehot, charges = normalizer.split(h)
-    return SamplerOutput(
-        pos=x,
-        atom_types=onehot.argmax(dim=1),
-        charges=None if charges is None else torch.round(charges).long(),
-        num_evaluations=chain.num_evaluations,
+    eps_pos, eps_h = chain.predict_noise(pos, h, 0)
+    return FinalState(
+        pos,
+        h,
+        eps_pos,
+        eps_h,
+        alpha_0,
+        sigma_0,
+        noise_scale,
+        chain.batch,
+        chain.num_graphs,
+        chain.num_evaluations,
+        chain.generator,
     )
 
 
 @torch.no_grad()
 def _run(
     chain: _Chain,
-    normalizer: Normalizer,
+    decode: Decoder,
     pos: torch.Tensor,
     h: torch.Tensor,
     t_start: int | None,
@@ -129,13 +182,13 @@ def _run(
         pos, h = step(chain, pos, h, t - stride, t)
         if chain.on_step is not None:
             chain.on_step()
-    return _decode(chain, normalizer, pos, h, decode_noise)
+    return decode(_final_state(chain, pos, h, decode_noise))
 
 
 def ancestral_sample(
     denoiser: Denoiser,
     schedule: NoiseSchedule,
-    normalizer: Normalizer,
+    decode: Decoder,
     pos: torch.Tensor,
     h: torch.Tensor,
     batch: torch.Tensor,
@@ -149,17 +202,18 @@ def ancestral_sample(
     """EDM's ancestral sampler from state (pos, h) at step t_start (default T) with steps t -> t - stride.
 
     Makes t_start / stride transitions plus EDM's final p(x, h | z_0) call: t_start / stride + 1
-    denoiser evaluations. The start state is projected to zero CoM (features too with
+    denoiser evaluations; `decode` turns the final state into molecules. The start state is projected to
+    zero CoM (features too with
     `zero_mean_features`, as the GAGA reference code does at every step).
     """
     chain = _Chain(denoiser, schedule, batch, num_graphs, zero_mean_features, generator, on_step)
-    return _run(chain, normalizer, pos, h, t_start, stride, _ancestral_step, decode_noise=1.0)
+    return _run(chain, decode, pos, h, t_start, stride, _ancestral_step, decode_noise=1.0)
 
 
 def ddim_sample(
     denoiser: Denoiser,
     schedule: NoiseSchedule,
-    normalizer: Normalizer,
+    decode: Decoder,
     pos: torch.Tensor,
     h: torch.Tensor,
     batch: torch.Tensor,
@@ -176,4 +230,4 @@ def ddim_sample(
     Same evaluation count and decoding as `ancestral_sample` (the decoding noise is scaled by eta).
     """
     chain = _Chain(denoiser, schedule, batch, num_graphs, zero_mean_features, generator, on_step)
-    return _run(chain, normalizer, pos, h, t_start, stride, partial(_ddim_step, eta=eta), decode_noise=eta)
+    return _run(chain, decode, pos, h, t_start, stride, partial(_ddim_step, eta=eta), decode_noise=eta)

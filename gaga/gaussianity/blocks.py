@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gaga.diffusion.forward import EDM_NORM_VALUES
+
 POSITIONS = "positions"
 FEATURES = "features"
 
@@ -32,11 +34,12 @@ def center_per_molecule(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return values - np.repeat(means, counts, axis=0)
 
 
-def molecule_blocks(molecules, encoder, normalize_factors=(1.0, 4.0), center_features: bool = True):
+def molecule_blocks(molecules, encoder, normalize_factors=EDM_NORM_VALUES[:2], center_features: bool = True):
     """(blocks, offsets) of a MoleculeSet: zero-CoM positions / factor[0], one-hot types (zero-meaned) / factor[1].
 
-    This is the reference code's preprocessing (EDM's normalize_factors [1, 4, 10], charges unused); the one-hot
-    is zero-meaned per molecule unless `center_features` is False.
+    The reference code's preprocessing, in numpy and float64, for data statistics and benchmarks on raw
+    molecules (EDM's normalize_factors, charges unused); the one-hot is zero-meaned per molecule unless
+    `center_features` is False. Training asks the model instead (`DiffusionBackbone.gaussianity_data`).
     """
     offsets = np.asarray(molecules.offsets, dtype=np.int64)
     positions = center_per_molecule(molecules.positions, offsets) / float(normalize_factors[0])

@@ -27,8 +27,9 @@ class TStarResult:
     summary: dict = field(default_factory=dict)
 
     def truncation_step(self, timesteps: int) -> int:
-        """T* as a step to truncate at; the full trajectory (`timesteps`) when Gaussianity was never reached."""
-        return timesteps if self.t_star is None else int(self.t_star)
+        """T* as a step to truncate at: the full trajectory (`timesteps`) when Gaussianity was never reached, and
+        at least 1 (one denoising step) when the data already passed the test at t = 0."""
+        return timesteps if self.t_star is None else max(1, int(self.t_star))
 
     def to_dict(self) -> dict:
         return asdict(self)

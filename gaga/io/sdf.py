@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from gaga.atomic_files import write_text_atomically
-from gaga.data.molecules import MoleculeSet
-from gaga.io.records import read_lines, to_molecule_set
+from gaga.data.molecules import MoleculeSet, to_molecule_set
+from gaga.io.text import read_lines
 
 RECORD_END = "$$$$"
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from gaga.atomic_files import write_text_atomically
 from gaga.data.elements import PERIODIC_SYMBOLS, atomic_number
-from gaga.data.molecules import MoleculeSet
-from gaga.io.records import MAX_ATOMIC_NUMBER, read_lines, to_molecule_set
+from gaga.data.molecules import MAX_ATOMIC_NUMBER, MoleculeSet, to_molecule_set
+from gaga.io.text import read_lines
 
 XYZ_FIX = "each record is: atom count, comment line, then 'element x y z' per atom"
 

@@ -21,8 +21,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from gaga.data.molecules import MoleculeSet
-from gaga.io.records import to_molecule_set
+from gaga.data.molecules import MoleculeSet, to_molecule_set
 from gaga.metrics.bonds import BondRules, Bonds, atom_valences, bond_rules, encode_types, infer_bonds, stable_atoms
 from gaga.metrics.distributions import distribution_distances
 from gaga.metrics.geometry import GeometrySamples, geometry_from_bonds

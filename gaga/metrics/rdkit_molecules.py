@@ -10,8 +10,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from gaga.data.molecules import MoleculeSet
-from gaga.io.records import to_molecule_set
+from gaga.data.molecules import MoleculeSet, to_molecule_set
 from gaga.metrics.bonds import Bonds, bond_rules, encode_types, infer_bonds, molecule_bonds
 
 

@@ -1,8 +1,9 @@
-"""EDM's EGNN as torch_geometric MessagePassing modules: layers, the network and the diffusion dynamics.
+"""EDM's EGNN as torch_geometric MessagePassing modules: layers, the network, the dynamics, GeoLDM's autoencoder.
 
 `EGNNDynamics` is the denoiser the diffusion code calls: net(pos_t, h_t, t / T, batch) -> (eps_pos, eps_h).
 """
 
+from gaga.nn.autoencoder import EquivariantDecoder, EquivariantEncoder
 from gaga.nn.coord_update import EquivariantCoordUpdate
 from gaga.nn.distance_embedding import SinusoidalDistanceEmbedding
 from gaga.nn.dynamics import EGNNDynamics
@@ -16,6 +17,8 @@ __all__ = [
     "GCL",
     "EGNNDynamics",
     "EquivariantBlock",
+    "EquivariantDecoder",
+    "EquivariantEncoder",
     "EquivariantCoordUpdate",
     "NormalizedMessagePassing",
     "SinusoidalDistanceEmbedding",

@@ -1,4 +1,7 @@
-"""EDM training end to end on real QM9 subsets: wiring, learning, exact resume, non-finite losses."""
+"""Backbone training end to end on real QM9 subsets: wiring, learning, exact resume, checkpoints, non-finite losses.
+
+Resume and checkpoint tests run for every backbone (EDM and GeoLDM).
+"""
 
 import pytest
 import pytorch_lightning as pl
@@ -10,22 +13,9 @@ from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.qm9 import QM9
 from gaga.diffusion.losses import l2_loss
 from gaga.models.edm import EDM, NonFiniteLossError
-from tests.conftest import DATA_DIR
-
-TINY_NET = {"_target_": "gaga.nn.EGNNDynamics", "hidden_nf": 16, "n_layers": 1}
-SCHEDULE = {"_target_": "gaga.diffusion.schedules.NoiseSchedule", "timesteps": 100}
-
-
-def tiny_setup(train: int = 64, batch_size: int = 16, **model_options):
-    datamodule = MoleculeDataModule(
-        QM9(DATA_DIR), batch_size=batch_size, subset={"train": train, "valid": 32, "test": 8}
-    )
-    stats = datamodule.statistics
-    dataset = {"name": "qm9", "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist}
-    model = EDM(
-        net=TINY_NET, schedule=SCHEDULE, dataset=dataset, ema_decay=0.9, optimizer={"lr": 1e-3}, **model_options
-    )
-    return datamodule, model
+from gaga.models.geoldm import GeoLDM
+from gaga.sampling import load_model
+from tests.conftest import DATA_DIR, tiny_setup
 
 
 def test_train_py_runs_fast_dev_run(tmp_path):
@@ -44,8 +34,8 @@ def test_overfits_eight_molecules():
         loss, _ = l2_loss(
             model.net,
             model.schedule,
-            model.normalizer,
-            *model.encode(batch),
+            model.feature_nll,
+            *model.diffusion_state(batch),
             batch.batch,
             batch.num_graphs,
             generator=torch.Generator().manual_seed(step % 4),
@@ -59,8 +49,8 @@ def test_overfits_eight_molecules():
     assert last < 0.5 * first, (first, last)
 
 
-def _fit(tmp_path, max_epochs: int, ckpt_path=None):
-    datamodule, model = tiny_setup()
+def _fit(tmp_path, max_epochs: int, ckpt_path=None, backbone: str = "edm"):
+    datamodule, model = tiny_setup(backbone)
     checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
     trainer = pl.Trainer(
         max_epochs=max_epochs,
@@ -75,21 +65,35 @@ def _fit(tmp_path, max_epochs: int, ckpt_path=None):
     return trainer, model
 
 
-def test_resume_continues_the_same_curve(tmp_path):
-    full_trainer, full = _fit(tmp_path / "a", max_epochs=2)
-    resumed_trainer, resumed = _fit(tmp_path / "b", max_epochs=2, ckpt_path=tmp_path / "a" / "epoch=0.ckpt")
+@pytest.mark.parametrize("backbone", ["edm", "geoldm"])
+def test_resume_continues_the_same_curve(tmp_path, backbone):
+    full_trainer, full = _fit(tmp_path / "a", max_epochs=2, backbone=backbone)
+    resumed_trainer, resumed = _fit(
+        tmp_path / "b", max_epochs=2, ckpt_path=tmp_path / "a" / "epoch=0.ckpt", backbone=backbone
+    )
     assert resumed_trainer.global_step == full_trainer.global_step == 8
     for name, value in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, msg=name)
     assert not torch.equal(full.net.egnn.embedding.weight, full.ema_net.egnn.embedding.weight)
 
 
-def test_checkpoint_loads_with_weights_only(tmp_path):
+@pytest.mark.parametrize("backbone, cls", [("edm", EDM), ("geoldm", GeoLDM)])
+def test_checkpoint_rebuilds_its_backbone_with_weights_only(tmp_path, backbone, cls):
+    _, trained = _fit(tmp_path, max_epochs=1, backbone=backbone)
+    rebuilt = load_model(tmp_path / "epoch=0.ckpt", backbone=backbone)
+    assert type(rebuilt) is cls and rebuilt.hparams.net["hidden_nf"] == 16
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(rebuilt.state_dict()[name], value, msg=name)
+
+
+def test_checkpoint_from_before_backbone_targets_loads_as_edm(tmp_path):
     _fit(tmp_path, max_epochs=1)
     checkpoint = torch.load(tmp_path / "epoch=0.ckpt", weights_only=True)
-    rebuilt = EDM(**checkpoint["hyper_parameters"])
-    rebuilt.load_state_dict(checkpoint["state_dict"])
-    assert checkpoint["hyper_parameters"]["net"]["hidden_nf"] == 16
+    del checkpoint["backbone_target"]  # as written by gaga before GeoLDM existed
+    checkpoint["hyper_parameters"]["optimizer"] = {"lr": 1e-3, "weight_decay": 1e-12, "amsgrad": True}
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    model = load_model(tmp_path / "old.ckpt")
+    assert type(model) is EDM and isinstance(model.configure_optimizers(), torch.optim.AdamW)
 
 
 def test_nonfinite_loss_skips_then_stops():

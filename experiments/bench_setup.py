@@ -1,0 +1,57 @@
+"""Shared by the benchmarks: command-line options for the backbone and network size, and the model on QM9's statistics.
+
+Scripts in experiments/ import it directly (`python experiments/bench_*.py` puts this folder on the path). Plain
+dicts, not Hydra, so the benchmarks run where Hydra is not installed (the GPU machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from gaga.config import REPO_ROOT
+from gaga.data.datamodule import MoleculeDataModule
+from gaga.data.qm9 import QM9
+from gaga.models.base import DiffusionBackbone
+from gaga.models.build import build
+
+
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    """--backbone, --hidden / --layers (the published QM9 network by default) and --device."""
+    parser.add_argument("--backbone", choices=["edm", "geoldm"], default="edm")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=9)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def qm9_datamodule(batch_size: int = 64) -> MoleculeDataModule:
+    return MoleculeDataModule(QM9(REPO_ROOT / "data"), batch_size=batch_size)
+
+
+def backbone_config(backbone: str, hidden: int, layers: int) -> dict:
+    """conf/backbone/<backbone>.yaml's published QM9 settings at the given size (GeoLDM: 1-block encoder)."""
+    config = {
+        "_target_": "gaga.models.edm.EDM",
+        "net": {"_target_": "gaga.nn.EGNNDynamics", "hidden_nf": hidden, "n_layers": layers},
+        "schedule": {"_target_": "gaga.diffusion.schedules.NoiseSchedule"},
+    }
+    if backbone == "geoldm":
+        config["_target_"] = "gaga.models.geoldm.GeoLDM"
+        config["encoder"] = {"_target_": "gaga.nn.EquivariantEncoder", "hidden_nf": hidden, "n_layers": 1}
+        config["decoder"] = {"_target_": "gaga.nn.EquivariantDecoder", "hidden_nf": hidden, "n_layers": layers}
+    return config
+
+
+def qm9_model(datamodule: MoleculeDataModule, backbone: str, hidden: int, layers: int, device) -> DiffusionBackbone:
+    """An (untrained) backbone of the given size with QM9's atom types and p(N), on `device`."""
+    stats = datamodule.statistics
+    dataset = {"name": "qm9", "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist}
+    return build(backbone_config(backbone, hidden, layers), dataset=dataset).to(device)
+
+
+def describe(model: DiffusionBackbone, device: torch.device) -> str:
+    """The device and the model's trainable size, for the first line of a benchmark's output."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    params = sum(p.numel() for p in model.trainable_parameters())
+    return f"device: {name}; backbone {model.backbone_name}, {params:,} trainable parameters"

@@ -1,0 +1,352 @@
+"""What every diffusion backbone shares, and the one interface the rest of gaga uses to talk to a backbone.
+
+`DiffusionBackbone` holds EMA, EDM's adaptive gradient clipping, non-finite step skipping, the optimiser from
+config, step timing, GAGA's truncation and the sampling loop; a backbone (EDM, GeoLDM) supplies the space it
+diffuses in (`diffusion_state`), its objectives (`training_terms`, `nll_terms`) and its decoder (`decode`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from gaga import __version__
+from gaga.diffusion.forward import Normalizer, remove_mean
+from gaga.diffusion.losses import log_prob_num_atoms
+from gaga.diffusion.samplers import FinalState, SamplerOutput, ancestral_sample, ddim_sample
+from gaga.diffusion.schedules import NoiseSchedule
+from gaga.gaussianity import FEATURES, POSITIONS, VarianceEstimate, marginal_variance, sample_reference_gaussian
+from gaga.models.build import build
+
+log = logging.getLogger(__name__)
+
+# EDM seeds its queue of recent gradient norms with 3000: the first clipping threshold, 1.5 * 3000 + 2 * 0,
+# is far above any real norm, so early steps are never clipped; the value then leaves the 50-step window.
+INITIAL_GRAD_NORM = 3000.0
+GRAD_NORM_WINDOW = 50
+
+# AdamW as EDM and GeoLDM train (lr 1e-4, weight decay 1e-12, AMSGrad); a config may name another optimiser.
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 1e-4, "weight_decay": 1e-12, "amsgrad": True}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive training steps with a NaN or infinite loss."""
+
+
+class DiffusionBackbone(pl.LightningModule):
+    """Base LightningModule of a Gaussian diffusion backbone with GAGA truncation.
+
+    The interface used by the GaussianityCallback, `sample.py` and the sample-quality callback:
+    `gaussianity_data` (the arrays the evaluator tests), `gaussianity_identity` (for the T* cache key),
+    `check_truncatable`, `set_truncation`, `schedule`, `sample_num_atoms` and `sample`.
+
+    A subclass sets `self.schedule`, `self.normalizer`, `self.net` (the denoiser), calls `finish_setup()` at the
+    end of its `__init__`, and implements `diffusion_state`, `training_terms`, `nll_terms` and `decode`.
+    """
+
+    schedule: NoiseSchedule
+    normalizer: Normalizer
+    net: torch.nn.Module
+    # modules whose EMA copy (attribute `ema_<name>`) validation, sampling and checkpoints use
+    averaged_modules: tuple[str, ...] = ("net",)
+    # name of the backbone in checkpoints and in sample.py's backbone= check
+    backbone_name: str = ""
+
+    # --- set-up -----------------------------------------------------------------------------------
+
+    def finish_setup(self) -> None:
+        """EMA copies, gradient-norm history, step clock and truncation; call at the end of a subclass's init."""
+        for name in self.averaged_modules:
+            averaged = copy.deepcopy(getattr(self, name)).requires_grad_(False) if self.hparams.ema_decay > 0 else None
+            setattr(self, f"ema_{name}", averaged)
+        self.num_atoms_hist = {int(k): int(v) for k, v in self.hparams.dataset["num_atoms_hist"].items()}
+        self.grad_norms: deque[float] = deque([INITIAL_GRAD_NORM], maxlen=GRAD_NORM_WINDOW)
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self._step_clock = time.perf_counter()
+        self.set_truncation(self.hparams.gaga)
+
+    def averaged(self, name: str, use_ema: bool = True) -> torch.nn.Module:
+        """The EMA copy of module `name` (when EMA is on and `use_ema`), else the trained module."""
+        ema = getattr(self, f"ema_{name}", None)
+        return ema if use_ema and ema is not None else getattr(self, name)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def normalised_atoms(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """PyG batch -> (coordinates at zero CoM / position scale, [one-hot, charges] normalised): EDM's input."""
+        pos = remove_mean(batch.pos, batch.batch, batch.num_graphs)
+        return self.normalizer.encode(pos, batch.x, batch.charges)
+
+    # --- the backbone's part ------------------------------------------------------------------------
+
+    def diffusion_state(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A PyG batch -> (positions [N, 3] zero-CoM, features [N, F]): the clean state the diffusion noises."""
+        raise NotImplementedError
+
+    def training_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Per-molecule training terms [B]; "loss" is the one optimised."""
+        raise NotImplementedError
+
+    def nll_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Per-molecule terms [B] of the negative log-likelihood estimate; "nll" is their total."""
+        raise NotImplementedError
+
+    def decode(self, final: FinalState, use_ema: bool = True) -> SamplerOutput:
+        """The reverse chain's final state -> molecules (Angstrom coordinates, atom-type indices)."""
+        raise NotImplementedError
+
+    def check_truncatable(self) -> None:
+        """ValueError saying what to change when GAGA's closed form does not hold for this model."""
+        if not self.hparams.zero_mean_features:
+            raise ValueError(
+                "GAGA's closed form needs features zero-meaned per molecule (mu_t = 0): set "
+                "backbone.zero_mean_features=true (the GAGA reference code's setting), or gaga.t_star=off"
+            )
+
+    def gaussianity_identity(self) -> dict:
+        """What, besides the data and the evaluator's settings, decides the evaluator's answer for this model."""
+        schedule = self.schedule
+        return {
+            "backbone": self.backbone_name,
+            "schedule": [schedule.name, schedule.timesteps, schedule.precision],
+            "normalize": [self.normalizer.position_scale, self.normalizer.onehot_scale],
+            "zero_mean_features": bool(self.hparams.zero_mean_features),
+        }
+
+    # --- GAGA -------------------------------------------------------------------------------------
+
+    @property
+    def zero_mean_blocks(self) -> tuple[str, ...]:
+        """The blocks whose noise (and data) the model projects to zero mean per molecule."""
+        return (POSITIONS, FEATURES) if self.hparams.zero_mean_features else (POSITIONS,)
+
+    def set_truncation(self, gaga: dict | None) -> None:
+        """Train on {0..T*} and sample from GAGA's closed-form Gaussian at T*; None restores the full trajectory.
+
+        `gaga = {"t_star": int, "v_hat": {"pos": float, "h": float}}`, with v_hat the data variance per
+        degree of freedom of the noise (so v_hat = 1 gives EDM's standard-normal prior at every step).
+        """
+        timesteps = self.schedule.timesteps
+        t_star = int(gaga["t_star"]) if gaga else timesteps
+        if not 1 <= t_star <= timesteps:
+            raise ValueError(f"T* must lie in 1..{timesteps} (the schedule's T), got {t_star}")
+        v_hat = (gaga or {}).get("v_hat") or {}
+        self.v_hat = {"pos": float(v_hat.get("pos", 1.0)), "h": float(v_hat.get("h", 1.0))}
+        self.t_max = self.sampling_start = t_star
+        self.hparams["gaga"] = {"t_star": t_star, "v_hat": dict(self.v_hat)} if gaga else None
+
+    @property
+    def variance_estimate(self) -> VarianceEstimate:
+        """v_hat per block in units of the model's own noise (whose variance is therefore 1)."""
+        data = {POSITIONS: self.v_hat["pos"], FEATURES: self.v_hat["h"]}
+        return VarianceEstimate("checkpoint", True, data, {POSITIONS: 1.0, FEATURES: 1.0})
+
+    def alpha_bar(self, t: int) -> float:
+        return float(self.schedule.alpha2(torch.tensor(t)))
+
+    def start_variance(self, t: int) -> tuple[float, float]:
+        """GAGA's closed-form variance of z_t for (positions, features): v_t = 1 - alpha_bar_t (1 - v_hat)."""
+        variance = marginal_variance(self.variance_estimate, self.alpha_bar(t))
+        return float(variance[POSITIONS]), float(variance[FEATURES])
+
+    @torch.no_grad()
+    def gaussianity_data(self, loader, progress: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """(blocks, offsets) of `diffusion_state` over a loader's molecules: what GAGA's evaluator tests.
+
+        The loader must not shuffle; offsets follow the molecules in its order. Blocks are float64 numpy.
+        """
+        from tqdm.auto import tqdm
+
+        positions, features, sizes = [], [], []
+        for batch in tqdm(loader, desc="GAGA: data for the evaluator", unit="batch", disable=not progress):
+            pos, h = self.diffusion_state(batch.to(self.device))
+            positions.append(pos.double().cpu().numpy())
+            features.append(h.double().cpu().numpy())
+            sizes.append(torch.bincount(batch.batch, minlength=batch.num_graphs).cpu().numpy())
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate(sizes))]).astype(np.int64)
+        return {POSITIONS: np.concatenate(positions), FEATURES: np.concatenate(features)}, offsets
+
+    # --- training -----------------------------------------------------------------------------------
+
+    def _generator(self, stream: int, index: int) -> torch.Generator:
+        """Noise that depends only on (seed, rank, stream, index): resumed runs and validations repeat exactly."""
+        entropy = [self.hparams.seed, self.global_rank, stream, index]
+        return torch.Generator(self.device).manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+
+    def training_step(self, batch, batch_idx: int):
+        terms = self.training_terms(batch, self._generator(0, self.global_step))
+        loss = terms["loss"].mean()
+        if not torch.isfinite(loss):
+            return self._skip_nonfinite(loss)
+        self.nonfinite_in_a_row = 0
+        now = time.perf_counter()
+        self.log("train/steps_per_s", 1.0 / max(now - self._step_clock, 1e-9), prog_bar=False)
+        self._step_clock = now
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.num_graphs)
+        extra = {f"train/{name}": value.mean() for name, value in terms.items() if name != "loss"}
+        if extra:
+            self.log_dict(extra, batch_size=batch.num_graphs)
+        return loss
+
+    def _skip_nonfinite(self, loss: torch.Tensor) -> None:
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        self.log("train/nonfinite_steps", float(self.nonfinite_total))
+        log.warning(
+            "step %d: loss is %s, step skipped (%d in a row)", self.global_step, loss.item(), self.nonfinite_in_a_row
+        )
+        if self.nonfinite_in_a_row >= self.hparams.max_consecutive_nonfinite:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_a_row} training steps in a row had a non-finite loss; stopping. "
+                "Lower the learning rate (backbone.optimizer.lr), keep adaptive_clipping on, or resume from the last "
+                "checkpoint (its weights are finite)."
+            )
+        return None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """EDM's adaptive clipping: at 1.5 x mean + 2 x std of the last 50 (clipped) gradient norms."""
+        if not self.hparams.adaptive_clipping:
+            return self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        norms = np.array(self.grad_norms)
+        max_norm = float(1.5 * norms.mean() + 2 * norms.std())
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm))
+        self.grad_norms.append(min(grad_norm, max_norm))
+        self.log_dict({"train/grad_norm": grad_norm, "train/grad_clipped": float(grad_norm > max_norm)})
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.hparams.ema_decay <= 0 or outputs is None:
+            return
+        with torch.no_grad():
+            for name in self.averaged_modules:
+                pairs = zip(getattr(self, f"ema_{name}").parameters(), getattr(self, name).parameters(), strict=True)
+                for ema, current in pairs:
+                    ema.lerp_(current, 1.0 - self.hparams.ema_decay)
+
+    def configure_optimizers(self):
+        """The optimiser of `optimizer` (a `_target_` config, `_partial_` in Hydra's sense) over trainable weights."""
+        return build({**DEFAULT_OPTIMIZER, **(self.hparams.optimizer or {})}, params=self.trainable_parameters())
+
+    # --- evaluation ---------------------------------------------------------------------------------
+
+    def log_prob_num_atoms(self, batch) -> torch.Tensor:
+        num_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs)
+        return log_prob_num_atoms(self.num_atoms_hist, num_atoms)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        nll = self.nll_terms(batch, self._generator(1, batch_idx))["nll"].mean()
+        self.log("val/nll", nll, prog_bar=True, batch_size=batch.num_graphs, sync_dist=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        nll = self.nll_terms(batch, self._generator(2, batch_idx))["nll"].mean()
+        self.log("test/nll", nll, batch_size=batch.num_graphs, sync_dist=True)
+
+    # --- sampling -----------------------------------------------------------------------------------
+
+    def sample_num_atoms(self, num_molecules: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Molecule sizes drawn from the training split's p(N)."""
+        sizes = torch.tensor(list(self.num_atoms_hist.keys()))
+        counts = torch.tensor(list(self.num_atoms_hist.values()), dtype=torch.float)
+        return sizes[torch.multinomial(counts, num_molecules, replacement=True, generator=generator)]
+
+    @property
+    def feature_width(self) -> int:
+        """Width F of the feature block the diffusion runs on."""
+        return self.net.num_features
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_atoms: torch.Tensor,
+        sampler: str = "ancestral",
+        stride: int = 1,
+        start: int | None = None,
+        eta: float = 0.0,
+        use_ema: bool = True,
+        generator: torch.Generator | None = None,
+        on_step: Callable[[], None] | None = None,
+    ) -> tuple[SamplerOutput, torch.Tensor]:
+        """Molecules of the given sizes: (sampler output, per-atom molecule index).
+
+        Starts at `start` (default: T* for a GAGA model, T otherwise) from the closed-form Gaussian
+        N(0, v_start) (`start_variance`; the standard normal for a model trained without GAGA), with the
+        zero-mean blocks projected, runs the reverse chain to 0 and decodes with the backbone's `decode`.
+        """
+        if sampler not in ("ancestral", "ddim"):
+            raise ValueError(f"unknown sampler {sampler!r}: use ancestral or ddim")
+        device = self.device
+        num_atoms = num_atoms.to(device)
+        batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=device), num_atoms)
+        start = self.sampling_start if start is None else int(start)
+        z = sample_reference_gaussian(
+            batch,
+            {POSITIONS: 3, FEATURES: self.feature_width},
+            self.variance_estimate,
+            self.alpha_bar(start),
+            zero_com_blocks=self.zero_mean_blocks,
+            num_molecules=len(num_atoms),
+            generator=generator,
+        )
+        common = dict(
+            denoiser=self.averaged("net", use_ema),
+            schedule=self.schedule,
+            decode=lambda final: self.decode(final, use_ema),
+            pos=z[:, :3],
+            h=z[:, 3:],
+            batch=batch,
+            num_graphs=len(num_atoms),
+            t_start=start,
+            stride=stride,
+            zero_mean_features=bool(self.hparams.zero_mean_features),
+            generator=generator,
+            on_step=on_step,
+        )
+        output = ancestral_sample(**common) if sampler == "ancestral" else ddim_sample(**common, eta=eta)
+        return output, batch
+
+    # --- checkpoints --------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Plain-dict hyperparameters (loadable with weights_only=True), the class to rebuild, never a NaN weight."""
+        bad = [
+            name
+            for name, value in checkpoint["state_dict"].items()
+            if value.is_floating_point() and not value.isfinite().all()
+        ]
+        if bad:
+            raise NonFiniteLossError(f"refusing to write a checkpoint with non-finite weights: {bad[:3]}")
+        checkpoint["hyper_parameters"] = plain(dict(self.hparams))
+        checkpoint["backbone_target"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["gaga_version"] = __version__
+        checkpoint["grad_norms"] = list(self.grad_norms)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.grad_norms = deque(checkpoint.get("grad_norms", [INITIAL_GRAD_NORM]), maxlen=GRAD_NORM_WINDOW)
+        self.set_truncation(checkpoint["hyper_parameters"].get("gaga"))
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """A short hash of a module's weights (identifies e.g. the encoder that made a set of latents)."""
+    digest = hashlib.sha1()
+    for name, value in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def plain(value):
+    """OmegaConf containers and tuples -> builtin dicts and lists, recursively."""
+    if hasattr(value, "items"):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple) or type(value).__name__ == "ListConfig":
+        return [plain(v) for v in value]
+    return value

@@ -1,0 +1,157 @@
+"""The GeoLDM backbone (Xu et al., ICML 2023): EDM's diffusion run on an equivariant autoencoder's latents.
+
+As the released GeoLDM trains it: a fixed (never trained) EGNN encoder maps atoms to point-structured
+latents, z = encoder mean + sigma_0 noise; the EGNN dynamics diffuse z; an EGNN decoder, trained jointly
+through a reconstruction loss, maps the final latent back to coordinates and atom types. GAGA tests the
+latents, so T* and v_hat are the latent space's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
+from gaga.diffusion.losses import GaussianLikelihood, l2_loss, nll_estimate, reconstruction_error
+from gaga.diffusion.samplers import FinalState, SamplerOutput
+from gaga.models.base import DiffusionBackbone, weights_digest
+from gaga.models.build import build
+
+
+class GeoLDM(DiffusionBackbone):
+    """Geometric latent diffusion on PyG batches, with optional GAGA truncation on the latents.
+
+    Args:
+        net: config of the latent dynamics network; `num_features` is set to `latent_nf`.
+        encoder: config of the encoder (`gaga.nn.EquivariantEncoder`); frozen at its initial weights.
+        decoder: config of the decoder (`gaga.nn.EquivariantDecoder`); trained with the reconstruction loss.
+        latent_nf: invariant latent features per atom (GeoLDM: 1 on QM9, 2 on GEOM-Drugs).
+        zero_mean_features: zero-mean the latent features (and their noise) per molecule. GAGA needs it for its
+            closed form (mu_t = 0); the decoder is trained on the centred latents it is later given.
+        Other arguments as for `gaga.models.edm.EDM`.
+    """
+
+    backbone_name = "geoldm"
+    averaged_modules = ("net", "decoder")
+
+    def __init__(
+        self,
+        net: dict,
+        schedule: dict,
+        dataset: dict,
+        encoder: dict,
+        decoder: dict,
+        latent_nf: int = 1,
+        normalizer: dict | None = None,
+        optimizer: dict | None = None,
+        ema_decay: float = 0.9999,
+        adaptive_clipping: bool = True,
+        max_consecutive_nonfinite: int = 20,
+        zero_mean_features: bool = False,
+        gaga: dict | None = None,
+        backbone: str = "geoldm",
+        seed: int = 0,
+    ):
+        super().__init__()
+        if latent_nf < 1:
+            raise ValueError(f"backbone.latent_nf must be >= 1, got {latent_nf}")
+        self.save_hyperparameters()
+        self.normalizer = Normalizer.from_config(normalizer)
+        self.schedule = build(schedule)
+        num_features = self.normalizer.num_features(len(dataset["atom_symbols"]))
+        self.encoder = build(encoder, num_features=num_features, latent_nf=latent_nf).requires_grad_(False)
+        self.decoder = build(decoder, num_features=num_features, latent_nf=latent_nf)
+        self.net = build(net, num_features=latent_nf)
+        self.feature_nll = GaussianLikelihood()
+        self.finish_setup()
+
+    # --- latents ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def diffusion_state(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's mean latents (coordinates zero-CoM; features zero-meaned with `zero_mean_features`)."""
+        pos, h = self.normalised_atoms(batch)
+        z_pos, z_h = self.encoder(pos, h, batch.batch)
+        if self.hparams.zero_mean_features:
+            z_h = remove_mean(z_h, batch.batch, batch.num_graphs)
+        return z_pos, z_h
+
+    def sampled_latents(self, batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """z = encoder mean + sigma_0 * noise (noise in the model's zero-mean subspaces), detached."""
+        z_pos, z_h = self.diffusion_state(batch)
+        noise_pos, noise_h = sample_noise(
+            z_pos, z_h, batch.batch, batch.num_graphs, self.hparams.zero_mean_features, generator
+        )
+        sigma_0 = self.schedule.sigma(torch.zeros((), dtype=torch.long, device=z_pos.device))
+        return z_pos + sigma_0 * noise_pos, z_h + sigma_0 * noise_h
+
+    def gaussianity_identity(self) -> dict:
+        """The latents depend on the encoder: its weights are part of the identity."""
+        return {
+            **super().gaussianity_identity(),
+            "latent_nf": self.hparams.latent_nf,
+            "encoder": weights_digest(self.encoder),
+        }
+
+    # --- objectives -------------------------------------------------------------------------------
+
+    def _reconstruction(self, decoder, z_pos, z_h, batch, per_dimension: bool) -> torch.Tensor:
+        pos, h = self.normalised_atoms(batch)
+        pos_rec, h_rec = decoder(z_pos, z_h, batch.batch)
+        return reconstruction_error(
+            pos_rec, h_rec, pos, h, self.normalizer, batch.batch, batch.num_graphs, per_dimension
+        )
+
+    def training_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """GeoLDM's joint objective: the latent l2 diffusion loss plus the decoder's reconstruction error."""
+        z_pos, z_h = self.sampled_latents(batch, generator)
+        diffusion, _ = l2_loss(
+            self.net,
+            self.schedule,
+            self.feature_nll,
+            z_pos,
+            z_h,
+            batch.batch,
+            batch.num_graphs,
+            t_max=self.t_max,
+            zero_mean_features=self.hparams.zero_mean_features,
+            generator=generator,
+        )
+        reconstruction = self._reconstruction(self.decoder, z_pos, z_h, batch, per_dimension=True)
+        return {"loss": diffusion + reconstruction, "diffusion": diffusion, "reconstruction": reconstruction}
+
+    def nll_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The latent NLL estimate plus the reconstruction error, as GeoLDM reports its NLL."""
+        z_pos, z_h = self.sampled_latents(batch, generator)
+        terms = nll_estimate(
+            self.averaged("net"),
+            self.schedule,
+            self.normalizer,
+            z_pos,
+            z_h,
+            batch.batch,
+            batch.num_graphs,
+            self.log_prob_num_atoms(batch),
+            self.feature_nll,
+            t_max=self.t_max,
+            prior_variance=self.start_variance(self.t_max),
+            zero_mean_features=self.hparams.zero_mean_features,
+            generator=generator,
+        )
+        terms["reconstruction"] = self._reconstruction(self.averaged("decoder"), z_pos, z_h, batch, False)
+        terms["nll"] = terms["nll"] + terms["reconstruction"]
+        return terms
+
+    # --- decoding ---------------------------------------------------------------------------------
+
+    def decode(self, final: FinalState, use_ema: bool = True) -> SamplerOutput:
+        """Latent from p(z | z_0) for both blocks, then the decoder; atom types the argmax of its logits."""
+        z_pos = final.sample_data(final.pos, final.eps_pos)
+        z_h = final.sample_data(final.h, final.eps_h, zero_mean=bool(self.hparams.zero_mean_features))
+        pos, h = self.averaged("decoder", use_ema)(z_pos, z_h, final.batch)
+        onehot, charges = self.normalizer.split(h)
+        return SamplerOutput(
+            pos=pos * self.normalizer.position_scale,
+            atom_types=onehot.argmax(dim=1),
+            charges=None if charges is None else torch.round(charges).long(),
+            num_evaluations=final.num_evaluations,
+        )
