@@ -132,8 +132,9 @@ def test_both_forms_give_the_30_lowest_energy_conformers(geom, tmp_path, form):
     assert path == cache_path(tmp_path, 30)
     molecules = load_drugs(tmp_path)  # from the cache alone, the download no longer needed
     _check_against_oracle(molecules, geom)
-    assert molecules.smiles == [s for s, k in zip(MOLECULES, geom.conformers_per_molecule, strict=True)
-                                for _ in range(k)]
+    assert molecules.smiles == [
+        s for s, k in zip(MOLECULES, geom.conformers_per_molecule, strict=True) for _ in range(k)
+    ]
 
 
 def test_parallel_pickle_reading_gives_the_same_molecules(geom):
@@ -180,8 +181,11 @@ def test_split_keeps_every_conformer_of_a_molecule_together():
     split = split_by_molecule(mol_ids, seed=0)
     molecules = {name: set(mol_ids[indices]) for name, indices in split.items()}
     assert [len(molecules[name]) for name in ("train", "valid", "test")] == [800, 100, 100]  # EDM: 0.1 / 0.1
-    assert not (molecules["train"] & molecules["valid"] or molecules["train"] & molecules["test"]
-                or molecules["valid"] & molecules["test"])
+    assert not (
+        molecules["train"] & molecules["valid"]
+        or molecules["train"] & molecules["test"]
+        or molecules["valid"] & molecules["test"]
+    )
     np.testing.assert_array_equal(np.sort(np.concatenate(list(split.values()))), np.arange(len(mol_ids)))
     for name, indices in split.items():  # whole molecules: all of their conformers
         assert len(indices) == counts[sorted(molecules[name])].sum()
@@ -203,9 +207,17 @@ def test_missing_data_says_where_it_looked_what_to_get_and_how_to_build(tmp_path
     with pytest.raises(DrugsDataMissing) as error:
         load_drugs(tmp_path / "data", source)
     message = str(error.value)
-    for needed in (str(cache_path(tmp_path / "data").resolve()), "geom_drugs_30.npy", "geom_drugs_n_30.npy",
-                   "geom_drugs_smiles.txt", "summary_drugs.json", "rdkit_folder.tar.gz", "doi:10.7910/DVN/JNGTDF",
-                   "ehoogeboom/e3_diffusion_for_molecules", "python -m gaga.data build drugs --source PATH"):
+    for needed in (
+        str(cache_path(tmp_path / "data").resolve()),
+        "geom_drugs_30.npy",
+        "geom_drugs_n_30.npy",
+        "geom_drugs_smiles.txt",
+        "summary_drugs.json",
+        "rdkit_folder.tar.gz",
+        "doi:10.7910/DVN/JNGTDF",
+        "ehoogeboom/e3_diffusion_for_molecules",
+        "python -m gaga.data build drugs --source PATH",
+    ):
         assert needed in message
     assert (str(source.resolve()) if source else "no source folder was given") in message
     with pytest.raises(DrugsDataMissing, match="no source files found"):
@@ -282,28 +294,58 @@ ROW_IN_CONFORMER_3 = 3 * 18 + 4  # the first molecule has 18 atoms (C7H7BrO2S)
 BAD_INPUTS = {
     "truncated npy": ("edm", lambda f: _truncate(f / "geom_drugs_30.npy", 200), ["geom_drugs_30.npy", "truncated"]),
     "npy with 4 columns": ("edm", lambda f: _edit_table(f, lambda t: t[:, :4]), ["geom_drugs_30.npy", "shape"]),
-    "edited element": ("edm", lambda f: _edit_table(f, lambda t: _set(t, ROW_IN_CONFORMER_3, 1, 34)),
-                       ["geom_drugs_30.npy", f"row {ROW_IN_CONFORMER_3} (conformer 3)", "Se (Z=34)"]),
-    "fractional element": ("edm", lambda f: _edit_table(f, lambda t: _set(t, 20, 1, 6.5)),
-                           ["row 20 (conformer 1)", "6.5 is not a whole number"]),
-    "NaN coordinate": ("edm", lambda f: _edit_table(f, lambda t: _set(t, ROW_IN_CONFORMER_3, 3, np.nan)),
-                       [f"row {ROW_IN_CONFORMER_3} (conformer 3)", "NaN"]),
-    "edited conformer id": ("edm", lambda f: _edit_table(f, lambda t: _set(t, 40, 0, 7)),
-                            ["row 40 (conformer 2)", "conformer id 7"]),
-    "counts not summing to rows": ("edm", lambda f: np.save(f / "geom_drugs_n_30.npy", np.full(49, 16)),
-                                   ["geom_drugs_n_30.npy", "sum to 784", "has 929 rows"]),
+    "edited element": (
+        "edm",
+        lambda f: _edit_table(f, lambda t: _set(t, ROW_IN_CONFORMER_3, 1, 34)),
+        ["geom_drugs_30.npy", f"row {ROW_IN_CONFORMER_3} (conformer 3)", "Se (Z=34)"],
+    ),
+    "fractional element": (
+        "edm",
+        lambda f: _edit_table(f, lambda t: _set(t, 20, 1, 6.5)),
+        ["row 20 (conformer 1)", "6.5 is not a whole number"],
+    ),
+    "NaN coordinate": (
+        "edm",
+        lambda f: _edit_table(f, lambda t: _set(t, ROW_IN_CONFORMER_3, 3, np.nan)),
+        [f"row {ROW_IN_CONFORMER_3} (conformer 3)", "NaN"],
+    ),
+    "edited conformer id": (
+        "edm",
+        lambda f: _edit_table(f, lambda t: _set(t, 40, 0, 7)),
+        ["row 40 (conformer 2)", "conformer id 7"],
+    ),
+    "counts not summing to rows": (
+        "edm",
+        lambda f: np.save(f / "geom_drugs_n_30.npy", np.full(49, 16)),
+        ["geom_drugs_n_30.npy", "sum to 784", "has 929 rows"],
+    ),
     "fractional atom count": ("edm", lambda f: _edit_counts(f, 0, 0.5), ["geom_drugs_n_30.npy", "whole numbers"]),
-    "SMILES file short": ("edm", lambda f: (f / "geom_drugs_smiles.txt").write_text(FIRST),
-                          ["geom_drugs_smiles.txt", "1 SMILES", "4 molecules"]),
-    "unreadable pickle": ("rdkit", lambda f: (f / "rdkit_folder" / _pickle_name(SECOND)).write_bytes(b"\x80\x04junk"),
-                          [_pickle_name(SECOND), SECOND, "unreadable GEOM pickle", "re-extract"]),
-    "missing pickle": ("rdkit", lambda f: (f / "rdkit_folder" / _pickle_name(SECOND)).unlink(),
-                       [_pickle_name(SECOND), "missing", "re-extract"]),
-    "unknown element": ("rdkit", lambda f: _edit_pickle(f, SECOND, _selenium),
-                        [_pickle_name(SECOND), "conformer 2 (geom_id 1002)", "Se (Z=34)", "16 GEOM-Drugs"]),
+    "SMILES file short": (
+        "edm",
+        lambda f: (f / "geom_drugs_smiles.txt").write_text(FIRST),
+        ["geom_drugs_smiles.txt", "1 SMILES", "4 molecules"],
+    ),
+    "unreadable pickle": (
+        "rdkit",
+        lambda f: (f / "rdkit_folder" / _pickle_name(SECOND)).write_bytes(b"\x80\x04junk"),
+        [_pickle_name(SECOND), SECOND, "unreadable GEOM pickle", "re-extract"],
+    ),
+    "missing pickle": (
+        "rdkit",
+        lambda f: (f / "rdkit_folder" / _pickle_name(SECOND)).unlink(),
+        [_pickle_name(SECOND), "missing", "re-extract"],
+    ),
+    "unknown element": (
+        "rdkit",
+        lambda f: _edit_pickle(f, SECOND, _selenium),
+        [_pickle_name(SECOND), "conformer 2 (geom_id 1002)", "Se (Z=34)", "16 GEOM-Drugs"],
+    ),
     "NaN in a kept conformer": ("rdkit", lambda f: _edit_pickle(f, FIRST, _nan_atom), [_pickle_name(FIRST), "NaN"]),
-    "damaged summary": ("rdkit", lambda f: (f / "rdkit_folder" / "summary_drugs.json").write_text("{"),
-                        ["summary_drugs.json", "cannot read the JSON summary"]),
+    "damaged summary": (
+        "rdkit",
+        lambda f: (f / "rdkit_folder" / "summary_drugs.json").write_text("{"),
+        ["summary_drugs.json", "cannot read the JSON summary"],
+    ),
 }
 
 
@@ -323,3 +365,44 @@ def test_bad_input_is_named_and_leaves_the_cache_intact(geom, cached, tmp_path, 
         assert fragment in str(error.value)
     assert hashlib.sha256((data / cached.name).read_bytes()).hexdigest() == before
     assert sorted(p.name for p in data.iterdir()) == [cached.name]  # no temp file left behind
+
+
+def _train_overrides(tmp_path, *extra):
+    return [
+        "backbone=geoldm",
+        "data=drugs",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "debug=fast_dev_run",
+        "logger=csv",
+        "callbacks=none",
+        "backbone.net.hidden_nf=16",
+        "backbone.net.n_layers=1",
+        *extra,
+    ]
+
+
+def test_train_py_trains_geoldm_on_geom_drugs(geom, tmp_path):
+    """`python train.py backbone=geoldm data=drugs` on GEOM-format files: composes, finds v_hat on latents, trains."""
+    from gaga.cli import run_training
+    from gaga.config import compose
+
+    overrides = _train_overrides(
+        tmp_path,
+        f"paths.drugs_source={geom.edm}",
+        "data.source.valid_fraction=0.25",
+        "data.source.test_fraction=0.25",
+        "gaga.t_star=500",
+    )
+    metrics = run_training(compose("train", overrides, output_dir=str(tmp_path)))["metrics"]
+    assert np.isfinite(metrics["train/loss"]) and np.isfinite(metrics["train/reconstruction"])
+    assert np.isfinite(metrics["val/nll"])
+
+
+def test_train_py_geoldm_without_drugs_files_stops_with_the_data_message(tmp_path):
+    from gaga.cli import run_training
+    from gaga.config import compose
+
+    cfg = compose("train", _train_overrides(tmp_path), output_dir=str(tmp_path))
+    with pytest.raises(SystemExit, match="geom_drugs_30.npy") as stop:
+        run_training(cfg)
+    assert "python -m gaga.data build drugs --source PATH" in str(stop.value)

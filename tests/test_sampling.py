@@ -1,4 +1,4 @@
-"""sample.py end to end on a checkpoint trained here, the safe checkpoint loader, and the sample-quality callback."""
+"""sample.py end to end on checkpoints trained here (EDM and GeoLDM), the safe loader, the sample-quality callback."""
 
 import json
 
@@ -14,15 +14,21 @@ from gaga.sampling import CheckpointError, generate, load_model
 from tests.conftest import tiny_setup
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny EDM (T=100) trained for one epoch on 64 QM9 molecules, with the sample-quality callback on."""
+@pytest.fixture(scope="module", params=["edm", "geoldm"])
+def checkpoint(tmp_path_factory, request):
+    """A tiny backbone (T=100) trained for one epoch on 64 QM9 molecules, with the sample-quality callback on."""
     folder = tmp_path_factory.mktemp("ckpt")
-    datamodule, model = tiny_setup()
+    datamodule, model = tiny_setup(request.param)
     quality = SampleQualityCallback(every_n_epochs=1, num_molecules=6, batch_size=3, stride=10)
     trainer = pl.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, default_root_dir=folder, callbacks=[quality],
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        default_root_dir=folder,
+        callbacks=[quality],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=datamodule)
     trainer.save_checkpoint(folder / "model.ckpt")
@@ -37,8 +43,11 @@ def test_callback_logs_sample_metrics(checkpoint):
 
 def test_sample_py_writes_files_and_flat_metrics(checkpoint, tmp_path):
     path, _ = checkpoint
-    cfg = compose("sample", [f"ckpt={path}", "n_samples=5", "batch_size=3", "stride=20", "strain_molecules=0"],
-                  output_dir=str(tmp_path))
+    cfg = compose(
+        "sample",
+        [f"ckpt={path}", "n_samples=5", "batch_size=3", "stride=20", "strain_molecules=0"],
+        output_dir=str(tmp_path),
+    )
     report = run_sampling(cfg)
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["network_evaluations"] == 100 // 20 + 1 and written["start_step"] == 100
@@ -62,6 +71,9 @@ def test_checkpoint_errors(checkpoint, tmp_path):
         load_model(tmp_path / "missing.ckpt")
     with pytest.raises(CheckpointError, match="a qm9 dataset checkpoint, but dataset=drugs"):
         load_model(path, dataset="drugs")
+    other = {"edm": "geoldm", "geoldm": "edm"}[torch.load(path, weights_only=True)["hyper_parameters"]["backbone"]]
+    with pytest.raises(CheckpointError, match=f"backbone checkpoint, but backbone={other} was asked for"):
+        load_model(path, backbone=other)
     (tmp_path / "junk.ckpt").write_bytes(b"\x00" * 100)
     with pytest.raises(CheckpointError, match="not a loadable gaga checkpoint"):
         load_model(tmp_path / "junk.ckpt")
@@ -72,17 +84,25 @@ def test_checkpoint_errors(checkpoint, tmp_path):
         load_model(tmp_path / "future.ckpt")
 
 
-def test_wandb_offline_gets_metrics_table_and_molecules(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backbone", ["edm", "geoldm"])
+def test_wandb_offline_gets_metrics_table_and_molecules(tmp_path, monkeypatch, backbone):
     """A real W&B run in offline mode (no account): the callback's table and 3D views are written to its files."""
     from pytorch_lightning.loggers import WandbLogger
 
     monkeypatch.setenv("WANDB_SILENT", "true")
-    datamodule, model = tiny_setup()
+    datamodule, model = tiny_setup(backbone)
     logger = WandbLogger(project="gaga-tests", save_dir=str(tmp_path), offline=True)
     quality = SampleQualityCallback(every_n_epochs=1, num_molecules=3, batch_size=3, stride=25, wandb_molecules=2)
     trainer = pl.Trainer(
-        max_epochs=1, limit_train_batches=1, limit_val_batches=1, accelerator="cpu", logger=logger,
-        callbacks=[quality], enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=logger,
+        callbacks=[quality],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=datamodule)
     logger.experiment.finish()

@@ -52,6 +52,7 @@ class GaussianityCallback(pl.Callback):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.out_dir = Path(out_dir) if out_dir else None
         self.result: TStarResult | None = None
+        self.pending = False  # T* still to be found (set up, but the model's data were not final yet)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -61,16 +62,36 @@ class GaussianityCallback(pl.Callback):
             log.info("GAGA off: training and sampling on the full trajectory (T=%d)", pl_module.schedule.timesteps)
             return
         pl_module.check_truncatable()
+        self.pending = True
+        if pl_module.gaussianity_ready:
+            self._truncate(trainer, pl_module)
+        else:
+            self._say("GAGA: T* will be found when the model's data are final (after GeoLDM's autoencoder stage)")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.pending:
+            self._log_truncation(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.pending and pl_module.gaussianity_ready:
+            self._truncate(trainer, pl_module)
+            self._log_truncation(trainer, pl_module)
+
+    def _truncate(self, trainer: pl.Trainer, pl_module) -> None:
+        """Find T* and v_hat on rank 0, broadcast them and truncate the model (every rank)."""
         truncation = self._truncation(trainer, pl_module) if trainer.is_global_zero else None
         truncation = trainer.strategy.broadcast(truncation, src=0)
         pl_module.set_truncation(truncation)
-        message = (
-            f"GAGA: T* = {truncation['t_star']} of T = {pl_module.schedule.timesteps}, v_hat = {truncation['v_hat']}"
-        )
+        self.pending = False
+        timesteps = pl_module.schedule.timesteps
+        self._say(f"GAGA: T* = {truncation['t_star']} of T = {timesteps}, v_hat = {truncation['v_hat']}")
+
+    @staticmethod
+    def _say(message: str) -> None:
         print(message)
         log.info(message)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _log_truncation(self, trainer: pl.Trainer, pl_module) -> None:
         gaga = pl_module.hparams.get("gaga")
         if not gaga or not trainer.is_global_zero:
             return
@@ -79,7 +100,7 @@ class GaussianityCallback(pl.Callback):
             for kind, values in (("t_id", self.result.t_id), ("t_ds", self.result.t_ds)):
                 metrics.update({f"gaga/{kind}.{block}": float(t) for block, t in values.items() if t is not None})
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=0)
+            logger.log_metrics(metrics, step=trainer.global_step)
             self._send_curves(logger)
 
     # --- computing T* and v_hat -------------------------------------------------------------------

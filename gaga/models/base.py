@@ -45,8 +45,9 @@ class DiffusionBackbone(pl.LightningModule):
     """Base LightningModule of a Gaussian diffusion backbone with GAGA truncation.
 
     The interface used by the GaussianityCallback, `sample.py` and the sample-quality callback:
-    `gaussianity_data` (the arrays the evaluator tests), `gaussianity_identity` (for the T* cache key),
-    `check_truncatable`, `set_truncation`, `schedule`, `sample_num_atoms` and `sample`.
+    `gaussianity_data` (the arrays the evaluator tests), `gaussianity_ready` (whether they are final),
+    `gaussianity_identity` (for the T* cache key), `check_truncatable`, `set_truncation`, `schedule`,
+    `sample_num_atoms` and `sample`.
 
     A subclass sets `self.schedule`, `self.normalizer`, `self.net` (the denoiser), calls `finish_setup()` at the
     end of its `__init__`, and implements `diffusion_state`, `training_terms`, `nll_terms` and `decode`.
@@ -112,6 +113,11 @@ class DiffusionBackbone(pl.LightningModule):
                 "GAGA's closed form needs features zero-meaned per molecule (mu_t = 0): set "
                 "backbone.zero_mean_features=true (the GAGA reference code's setting), or gaga.t_star=off"
             )
+
+    @property
+    def gaussianity_ready(self) -> bool:
+        """Whether `gaussianity_data` is final for this run (GeoLDM's two-stage option: after the first stage)."""
+        return True
 
     def gaussianity_identity(self) -> dict:
         """What, besides the data and the evaluator's settings, decides the evaluator's answer for this model."""

@@ -2,8 +2,9 @@
 
 As the released GeoLDM trains it: a fixed (never trained) EGNN encoder maps atoms to point-structured
 latents, z = encoder mean + sigma_0 noise; the EGNN dynamics diffuse z; an EGNN decoder, trained jointly
-through a reconstruction loss, maps the final latent back to coordinates and atom types. GAGA tests the
-latents, so T* and v_hat are the latent space's.
+through a reconstruction loss, maps the final latent back to coordinates and atom types. The two-stage option
+first trains encoder and decoder as a VAE (KL weight 0.01) for `autoencoder_epochs`, then freezes the encoder.
+GAGA tests the latents, so T* and v_hat are the latent space's, found once the encoder is final.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
-from gaga.diffusion.losses import GaussianLikelihood, l2_loss, nll_estimate, reconstruction_error
+from gaga.diffusion.losses import GaussianLikelihood, l2_loss, nll_estimate, per_molecule_sum, reconstruction_error
 from gaga.diffusion.samplers import FinalState, SamplerOutput
 from gaga.models.base import DiffusionBackbone, weights_digest
 from gaga.models.build import build
@@ -25,6 +26,9 @@ class GeoLDM(DiffusionBackbone):
         encoder: config of the encoder (`gaga.nn.EquivariantEncoder`); frozen at its initial weights.
         decoder: config of the decoder (`gaga.nn.EquivariantDecoder`); trained with the reconstruction loss.
         latent_nf: invariant latent features per atom (GeoLDM: 1 on QM9, 2 on GEOM-Drugs).
+        autoencoder_epochs: 0 (the released GeoLDM: the encoder keeps its initial weights) or the number of first
+            epochs that train encoder and decoder as a VAE, without diffusion; the encoder is frozen after them.
+        kl_weight: weight of the VAE's KL term in those epochs (GeoLDM: 0.01).
         zero_mean_features: zero-mean the latent features (and their noise) per molecule. GAGA needs it for its
             closed form (mu_t = 0); the decoder is trained on the centred latents it is later given.
         Other arguments as for `gaga.models.edm.EDM`.
@@ -41,6 +45,8 @@ class GeoLDM(DiffusionBackbone):
         encoder: dict,
         decoder: dict,
         latent_nf: int = 1,
+        autoencoder_epochs: int = 0,
+        kl_weight: float = 0.01,
         normalizer: dict | None = None,
         optimizer: dict | None = None,
         ema_decay: float = 0.9999,
@@ -52,17 +58,37 @@ class GeoLDM(DiffusionBackbone):
         seed: int = 0,
     ):
         super().__init__()
-        if latent_nf < 1:
-            raise ValueError(f"backbone.latent_nf must be >= 1, got {latent_nf}")
+        if latent_nf < 1 or autoencoder_epochs < 0:
+            raise ValueError(
+                f"backbone.latent_nf must be >= 1 and backbone.autoencoder_epochs >= 0, got {latent_nf} and "
+                f"{autoencoder_epochs}"
+            )
         self.save_hyperparameters()
         self.normalizer = Normalizer.from_config(normalizer)
         self.schedule = build(schedule)
         num_features = self.normalizer.num_features(len(dataset["atom_symbols"]))
-        self.encoder = build(encoder, num_features=num_features, latent_nf=latent_nf).requires_grad_(False)
+        self.encoder = build(encoder, num_features=num_features, latent_nf=latent_nf)
+        self.encoder.requires_grad_(autoencoder_epochs > 0)  # trained only in the two-stage option's first stage
         self.decoder = build(decoder, num_features=num_features, latent_nf=latent_nf)
         self.net = build(net, num_features=latent_nf)
         self.feature_nll = GaussianLikelihood()
         self.finish_setup()
+
+    # --- stages -----------------------------------------------------------------------------------
+
+    @property
+    def in_autoencoder_stage(self) -> bool:
+        """True during the two-stage option's first epochs (the VAE is trained, the diffusion is not)."""
+        return self.current_epoch < self.hparams.autoencoder_epochs
+
+    @property
+    def gaussianity_ready(self) -> bool:
+        """The latents are final once the encoder is: at once when it is fixed, else after the first stage."""
+        return not self.in_autoencoder_stage
+
+    def on_train_epoch_start(self) -> None:
+        if not self.in_autoencoder_stage:
+            self.encoder.requires_grad_(False)
 
     # --- latents ----------------------------------------------------------------------------------
 
@@ -101,8 +127,34 @@ class GeoLDM(DiffusionBackbone):
             pos_rec, h_rec, pos, h, self.normalizer, batch.batch, batch.num_graphs, per_dimension
         )
 
+    def autoencoder_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The first stage's VAE objective: reconstruction error + kl_weight * 0.5 ||mu||^2 (GeoLDM's KL to N(0, I),
+        which, as GeoLDM computes it, scores only the posterior means)."""
+        pos, h = self.normalised_atoms(batch)
+        mean_pos, mean_h, std_pos, std_h = self.encoder.posterior(pos, h, batch.batch)
+        zero_mean = bool(self.hparams.zero_mean_features)
+        if zero_mean:
+            mean_h = remove_mean(mean_h, batch.batch, batch.num_graphs)
+        noise_pos, noise_h = sample_noise(mean_pos, mean_h, batch.batch, batch.num_graphs, zero_mean, generator)
+        z_pos = remove_mean(mean_pos + std_pos * noise_pos, batch.batch, batch.num_graphs)
+        z_h = mean_h + std_h * noise_h
+        if zero_mean:
+            z_h = remove_mean(z_h, batch.batch, batch.num_graphs)
+        pos_rec, h_rec = self.decoder(z_pos, z_h, batch.batch)
+        reconstruction = reconstruction_error(
+            pos_rec, h_rec, pos, h, self.normalizer, batch.batch, batch.num_graphs, per_dimension=True
+        )
+        kl = 0.5 * (
+            per_molecule_sum(mean_pos**2, batch.batch, batch.num_graphs)
+            + per_molecule_sum(mean_h**2, batch.batch, batch.num_graphs)
+        )
+        return {"loss": reconstruction + self.hparams.kl_weight * kl, "reconstruction": reconstruction, "kl": kl}
+
     def training_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """GeoLDM's joint objective: the latent l2 diffusion loss plus the decoder's reconstruction error."""
+        """GeoLDM's joint objective: the latent l2 diffusion loss plus the decoder's reconstruction error
+        (in the two-stage option's first stage: the VAE objective)."""
+        if self.in_autoencoder_stage:
+            return self.autoencoder_terms(batch, generator)
         z_pos, z_h = self.sampled_latents(batch, generator)
         diffusion, _ = l2_loss(
             self.net,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch_geometric.utils import scatter
 
 from gaga.diffusion.forward import remove_mean
 from gaga.nn.egnn import EGNN
@@ -15,22 +16,36 @@ from gaga.nn.graph import fully_connected_edges
 
 
 class EquivariantEncoder(nn.Module):
-    r"""GeoLDM's `EGNN_encoder_QM9`, mean only: :math:`(z_x, z_h) = (\Pi x',\ \mathrm{MLP}(h'))`.
+    r"""GeoLDM's `EGNN_encoder_QM9`: a Gaussian posterior q(z | x, h) with point structure.
 
-    :math:`(h', x') = \mathrm{EGNN}(h, x)` with `n_layers` blocks (GeoLDM: 1); :math:`\Pi` removes the
-    centre of mass. The released GeoLDM never trains the encoder and draws the latent as this mean plus
-    noise at the diffusion schedule's sigma_0, so no variance head is needed.
+    :math:`(h', x') = \mathrm{EGNN}(h, x)` with `n_layers` blocks (GeoLDM: 1); the means are
+    :math:`(\Pi x', \mathrm{MLP}(h')_{[:L]})` (:math:`\Pi` removes the centre of mass, L = latent_nf); the MLP's
+    next L columns are log-variances of the features and its last column, summed over the molecule, the
+    log-variance of the coordinates (one per molecule, as in GeoLDM). The released GeoLDM never trains the
+    encoder and uses only the means (`forward`); the two-stage option trains the whole posterior.
     """
 
     def __init__(self, num_features: int, latent_nf: int, hidden_nf: int = 256, n_layers: int = 1, **egnn_options):
         super().__init__()
+        self.latent_nf = latent_nf
         self.egnn = EGNN(num_features, hidden_nf, hidden_nf, n_layers, **egnn_options)
-        self.head = nn.Sequential(nn.Linear(hidden_nf, hidden_nf), nn.SiLU(), nn.Linear(hidden_nf, latent_nf))
+        self.head = nn.Sequential(nn.Linear(hidden_nf, hidden_nf), nn.SiLU(), nn.Linear(hidden_nf, 2 * latent_nf + 1))
+
+    def posterior(
+        self, pos: torch.Tensor, h: torch.Tensor, batch: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean coordinates [N, 3] zero-CoM, mean features [N, L], coordinate std [N, 1], feature std [N, L])."""
+        h_out, pos_out = self.egnn(h, pos, fully_connected_edges(batch))
+        out = self.head(h_out)
+        latent_nf = self.latent_nf
+        log_var_pos = scatter(out[:, 2 * latent_nf], batch, dim=0, reduce="sum")[batch].unsqueeze(1)
+        std_h = torch.exp(0.5 * out[:, latent_nf : 2 * latent_nf])
+        return remove_mean(pos_out, batch), out[:, :latent_nf], torch.exp(0.5 * log_var_pos), std_h
 
     def forward(self, pos: torch.Tensor, h: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latent coordinates [N, 3] (zero CoM, equivariant) and latent features [N, latent_nf] (invariant)."""
-        h_out, pos_out = self.egnn(h, pos, fully_connected_edges(batch))
-        return remove_mean(pos_out, batch), self.head(h_out)
+        """The posterior means: latent coordinates [N, 3] (zero CoM, equivariant), features [N, L] (invariant)."""
+        mean_pos, mean_h, _, _ = self.posterior(pos, h, batch)
+        return mean_pos, mean_h
 
 
 class EquivariantDecoder(nn.Module):
