@@ -19,7 +19,7 @@ from gaga.models.build import build
 
 def add_network_options(parser: argparse.ArgumentParser) -> None:
     """--backbone, --hidden / --layers (the published QM9 network by default) and --device."""
-    parser.add_argument("--backbone", choices=["edm", "geoldm"], default="edm")
+    parser.add_argument("--backbone", choices=["edm", "geoldm", "flow_matching"], default="edm")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=9)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -40,6 +40,9 @@ def backbone_config(backbone: str, hidden: int, layers: int) -> dict:
         config["_target_"] = "gaga.models.geoldm.GeoLDM"
         config["encoder"] = {"_target_": "gaga.nn.EquivariantEncoder", "hidden_nf": hidden, "n_layers": 1}
         config["decoder"] = {"_target_": "gaga.nn.EquivariantDecoder", "hidden_nf": hidden, "n_layers": layers}
+    elif backbone == "flow_matching":
+        config["_target_"] = "gaga.models.flow_matching.FlowMatching"
+        config["schedule"] = {"_target_": "gaga.diffusion.flow_path.LinearPath"}
     return config
 
 

@@ -1,8 +1,9 @@
-"""T* of EDM (normalised atoms) and GeoLDM (its encoder's latents) on QM9's training split, same evaluator settings.
+"""T* of each backbone on QM9's training split, same evaluator settings: EDM (normalised atoms), GeoLDM (its
+encoder's latents), flow matching (normalised atoms on the linear path, found through its variance-preserving twin).
 
-    python experiments/tstar_backbones.py [--molecules 100000] [--hidden 256] [--mode dataset] [--seed 42]
+    python experiments/tstar_backbones.py [--backbones edm geoldm flow_matching] [--molecules 100000] [--hidden 256]
 
-Both arrays come from the backbone interface (`gaussianity_data`), with features zero-meaned per molecule as every
+The arrays come from the backbone interface (`gaussianity_data`), with features zero-meaned per molecule as every
 GAGA run has them; GeoLDM's encoder is the published one (1 EGNN block, `--hidden` features, latent_nf 1) at its
 seeded initial weights, which the released GeoLDM never trains. Prints T_ID, T_DS, T* per block, v_hat and times.
 """
@@ -21,11 +22,12 @@ from gaga.data.qm9 import QM9
 from gaga.gaussianity import GaussianitySettings, VarianceEstimate, find_t_star
 from gaga.models.build import build
 
-PAPER_T_STAR = {"edm": 550, "geoldm": 650}  # GAGA, ICLR 2026, QM9 (the paper's, not measured here)
+PAPER_T_STAR = {"edm": 550, "geoldm": 650, "flow_matching": None}  # GAGA, ICLR 2026, QM9 (the paper's)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", nargs="+", default=["edm", "geoldm", "flow_matching"])
     parser.add_argument("--molecules", type=int, default=100_000, help="training molecules (a seeded subset if fewer)")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--mode", default="dataset", choices=["dataset", "per_molecule"])
@@ -39,7 +41,7 @@ def main() -> None:
     settings = GaussianitySettings(mode=args.mode)
     print(f"{len(datamodule.splits['train'])} training molecules; evaluator: {settings.to_dict()}")
     rows = []
-    for backbone in ("edm", "geoldm"):
+    for backbone in args.backbones:
         torch.manual_seed(args.seed)
         config = backbone_config(backbone, args.hidden, layers=1)
         model = build(config, dataset=dataset, zero_mean_features=True).eval()

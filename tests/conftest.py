@@ -28,6 +28,11 @@ TINY_BACKBONES = {
         "encoder": {"_target_": "gaga.nn.EquivariantEncoder", "hidden_nf": 16, "n_layers": 1},
         "decoder": {"_target_": "gaga.nn.EquivariantDecoder", "hidden_nf": 16, "n_layers": 1},
     },
+    "flow_matching": {
+        "_target_": "gaga.models.flow_matching.FlowMatching",
+        "schedule": {"_target_": "gaga.diffusion.flow_path.LinearPath", "timesteps": 100},
+        "nll_steps": 4,
+    },
 }
 
 

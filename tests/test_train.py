@@ -1,6 +1,6 @@
 """Backbone training end to end on real QM9 subsets: wiring, learning, exact resume, checkpoints, non-finite losses.
 
-Resume and checkpoint tests run for every backbone (EDM and GeoLDM).
+Resume and checkpoint tests run for every backbone (EDM, GeoLDM, flow matching).
 """
 
 import pytest
@@ -13,6 +13,7 @@ from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.qm9 import QM9
 from gaga.diffusion.losses import l2_loss
 from gaga.models.edm import EDM, NonFiniteLossError
+from gaga.models.flow_matching import FlowMatching
 from gaga.models.geoldm import GeoLDM
 from gaga.sampling import load_model
 from tests.conftest import DATA_DIR, tiny_setup
@@ -65,7 +66,7 @@ def _fit(tmp_path, max_epochs: int, ckpt_path=None, backbone: str = "edm"):
     return trainer, model
 
 
-@pytest.mark.parametrize("backbone", ["edm", "geoldm"])
+@pytest.mark.parametrize("backbone", ["edm", "geoldm", "flow_matching"])
 def test_resume_continues_the_same_curve(tmp_path, backbone):
     full_trainer, full = _fit(tmp_path / "a", max_epochs=2, backbone=backbone)
     resumed_trainer, resumed = _fit(
@@ -77,7 +78,7 @@ def test_resume_continues_the_same_curve(tmp_path, backbone):
     assert not torch.equal(full.net.egnn.embedding.weight, full.ema_net.egnn.embedding.weight)
 
 
-@pytest.mark.parametrize("backbone, cls", [("edm", EDM), ("geoldm", GeoLDM)])
+@pytest.mark.parametrize("backbone, cls", [("edm", EDM), ("geoldm", GeoLDM), ("flow_matching", FlowMatching)])
 def test_checkpoint_rebuilds_its_backbone_with_weights_only(tmp_path, backbone, cls):
     _, trained = _fit(tmp_path, max_epochs=1, backbone=backbone)
     rebuilt = load_model(tmp_path / "epoch=0.ckpt", backbone=backbone)

@@ -160,10 +160,15 @@ class DiffusionBackbone(pl.LightningModule):
     def alpha_bar(self, t: int) -> float:
         return float(self.schedule.alpha2(torch.tensor(t)))
 
+    def path_scale(self, t: int) -> float:
+        """s_t with z_t = s_t (sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps): 1 for variance-preserving paths."""
+        return 1.0
+
     def start_variance(self, t: int) -> tuple[float, float]:
-        """GAGA's closed-form variance of z_t for (positions, features): v_t = 1 - alpha_bar_t (1 - v_hat)."""
+        """GAGA's closed-form variance of z_t for (positions, features): s_t^2 (1 - alpha_bar_t (1 - v_hat))."""
         variance = marginal_variance(self.variance_estimate, self.alpha_bar(t))
-        return float(variance[POSITIONS]), float(variance[FEATURES])
+        scale2 = self.path_scale(t) ** 2
+        return float(variance[POSITIONS]) * scale2, float(variance[FEATURES]) * scale2
 
     @torch.no_grad()
     def gaussianity_data(self, loader, progress: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -269,11 +274,13 @@ class DiffusionBackbone(pl.LightningModule):
         """Width F of the feature block the diffusion runs on."""
         return self.net.num_features
 
+    samplers: tuple[str, ...] = ("ancestral", "ddim")  # the first is the default (`sampler="auto"`)
+
     @torch.no_grad()
     def sample(
         self,
         num_atoms: torch.Tensor,
-        sampler: str = "ancestral",
+        sampler: str = "auto",
         stride: int = 1,
         start: int | None = None,
         eta: float = 0.0,
@@ -283,12 +290,13 @@ class DiffusionBackbone(pl.LightningModule):
     ) -> tuple[SamplerOutput, torch.Tensor]:
         """Molecules of the given sizes: (sampler output, per-atom molecule index).
 
-        Starts at `start` (default: T* for a GAGA model, T otherwise) from the closed-form Gaussian
+        Starts at step `start` (default: T* for a GAGA model, T otherwise) from the closed-form Gaussian
         N(0, v_start) (`start_variance`; the standard normal for a model trained without GAGA), with the
-        zero-mean blocks projected, runs the reverse chain to 0 and decodes with the backbone's `decode`.
+        zero-mean blocks projected, runs `reverse` to 0 and decodes with the backbone's `decode`.
         """
-        if sampler not in ("ancestral", "ddim"):
-            raise ValueError(f"unknown sampler {sampler!r}: use ancestral or ddim")
+        sampler = self.samplers[0] if sampler == "auto" else sampler
+        if sampler not in self.samplers:
+            raise ValueError(f"unknown sampler {sampler!r} for {self.backbone_name}: use one of {list(self.samplers)}")
         device = self.device
         num_atoms = num_atoms.to(device)
         batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=device), num_atoms)
@@ -302,22 +310,28 @@ class DiffusionBackbone(pl.LightningModule):
             num_molecules=len(num_atoms),
             generator=generator,
         )
+        if self.path_scale(start) != 1.0:
+            z = z * self.path_scale(start)
+        output = self.reverse(z[:, :3], z[:, 3:], batch, start, sampler, stride, eta, use_ema, generator, on_step)
+        return output, batch
+
+    def reverse(self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step) -> SamplerOutput:
+        """The reverse-time chain from state (pos, h) at step `start` down to 0, then `decode`: EDM's samplers."""
         common = dict(
             denoiser=self.averaged("net", use_ema),
             schedule=self.schedule,
             decode=lambda final: self.decode(final, use_ema),
-            pos=z[:, :3],
-            h=z[:, 3:],
+            pos=pos,
+            h=h,
             batch=batch,
-            num_graphs=len(num_atoms),
+            num_graphs=int(batch.max()) + 1,
             t_start=start,
             stride=stride,
             zero_mean_features=bool(self.hparams.zero_mean_features),
             generator=generator,
             on_step=on_step,
         )
-        output = ancestral_sample(**common) if sampler == "ancestral" else ddim_sample(**common, eta=eta)
-        return output, batch
+        return ancestral_sample(**common) if sampler == "ancestral" else ddim_sample(**common, eta=eta)
 
     # --- checkpoints --------------------------------------------------------------------------------
 
