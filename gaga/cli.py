@@ -7,19 +7,38 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from gaga.config import CONFIG_DIR
+from gaga.console import interactive, quiet_third_party, say
 
 log = logging.getLogger("gaga")
 
+# what a fully trained model reaches, printed under the sample table for context (the papers' own figures)
+PUBLISHED = {
+    "qm9": "for context, EDM fully trained on QM9 reaches atom stability 98.7 %, molecule stability 82.0 %, "
+    "validity 91.9 %, valid x unique 90.7 % (Hoogeboom et al. 2022, Table 2; the paper's figures)",
+}
 
-def _instantiate_all(group: DictConfig | None) -> list:
+
+def _instantiate(config, **kwargs):
+    """Instantiate a config; a constructor's ValueError (a bad setting) ends the run with its one-line message."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    return [instantiate(item) for item in (group or {}).values() if item is not None and "_target_" in item]
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ValueError):
+            raise SystemExit(f"error: {error.__cause__}") from None
+        raise
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    return [_instantiate(item) for item in (group or {}).values() if item is not None and "_target_" in item]
 
 
 def build_model(cfg: DictConfig, datamodule):
@@ -32,43 +51,63 @@ def build_model(cfg: DictConfig, datamodule):
 
 
 def run_training(cfg: DictConfig) -> dict:
-    """Fit the configured model on the configured data; return the final metrics and the best checkpoint."""
+    """Fit the configured model on the configured data; return the final metrics and the best checkpoint.
+
+    Callbacks, loggers and trainer are built first, so a bad setting stops the run before any data load.
+    """
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from gaga import tracking
     from gaga.data.summary import data_summary
 
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     start = time.perf_counter()
+    callbacks = _instantiate_all(cfg.get("callbacks")) + ([_instantiate(cfg.gaga)] if cfg.get("gaga") else [])
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     datamodule = instantiate(cfg.data)
     try:
         print(data_summary(datamodule))
     except (FileNotFoundError, ValueError) as error:  # missing or bad data: the message says what to do
         raise SystemExit(f"error: {error}") from None
     model = build_model(cfg, datamodule)
-    callbacks = _instantiate_all(cfg.get("callbacks")) + ([instantiate(cfg.gaga)] if cfg.get("gaga") else [])
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False)
     log.info("set-up took %.1f s", time.perf_counter() - start)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=_resume_path(cfg.get("ckpt_path"), trainer))
+    finally:
+        tracking.finish(loggers)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
-    print("final: " + "  ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+    say(log, "final: " + "  ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
     if best:
-        print(f"best checkpoint: {best}")
+        say(log, f"best checkpoint: {best}")
     return {"metrics": metrics, "best_checkpoint": best}
+
+
+def _resume_path(ckpt_path: str | None, trainer) -> str | None:
+    """`auto`: this run folder's last.ckpt when it has one (a requeued SLURM job continues), else a fresh start."""
+    if ckpt_path != "auto":
+        return ckpt_path
+    callback = trainer.checkpoint_callback
+    last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
+    if last is None or not last.is_file():
+        return None
+    say(log, f"resuming from {last}")
+    return str(last)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def train(cfg: DictConfig) -> float | None:
-    """Returns the monitored metric so Hydra sweepers (Optuna, etc.) can optimise it."""
+    """Returns `optimized_metric` (val/nll by default) so that Hydra sweepers (Optuna) can optimise it."""
+    quiet_third_party()
     result = run_training(cfg)
-    return result["metrics"].get("val/nll")
+    return result["metrics"].get(cfg.optimized_metric)
 
 
 def run_sampling(cfg: DictConfig) -> dict:
     """Generate `cfg.n_samples` molecules, write SDF/XYZ, evaluate them, write metrics.json; return the metrics."""
     import json
-    from pathlib import Path
 
     import torch
 
@@ -83,7 +122,15 @@ def run_sampling(cfg: DictConfig) -> dict:
         raise SystemExit(f"error: {error}") from None
     dataset = model.hparams.dataset["name"]
     generated = generate(
-        model, cfg.n_samples, cfg.batch_size, cfg.sampler, cfg.stride, cfg.start, cfg.eta, cfg.seed, progress=True
+        model,
+        cfg.n_samples,
+        cfg.batch_size,
+        cfg.sampler,
+        cfg.stride,
+        cfg.start,
+        cfg.eta,
+        cfg.seed,
+        progress=interactive(),
     )
     out = Path(cfg.paths.output_dir)
     write_sdf(out / "samples.sdf", generated.molecules, dataset=dataset.removesuffix("_noH"))
@@ -105,6 +152,8 @@ def run_sampling(cfg: DictConfig) -> dict:
     from gaga.metrics import format_table
 
     print(format_table({k: v for k, v in report.items() if isinstance(v, float | int)}))
+    if cfg.evaluate and dataset in PUBLISHED:
+        print(PUBLISHED[dataset])
     print(f"wrote {out / 'samples.sdf'}, {out / 'samples.xyz'}, {out / 'metrics.json'}")
     return report
 
@@ -115,7 +164,7 @@ def evaluate_generated(molecules, dataset: str, cfg: DictConfig) -> dict:
     from gaga.metrics.references import dataset_reference
 
     rules = dataset.removesuffix("_noH")
-    reference = dataset_reference(rules, cfg.paths.data_dir)
+    reference = dataset_reference(rules, cfg.paths.data_dir, progress=interactive())
     for note in reference.notes:
         log.info(note)
     return evaluate_molecules(
@@ -125,9 +174,11 @@ def evaluate_generated(molecules, dataset: str, cfg: DictConfig) -> dict:
         reference=reference.geometry,
         strain_molecules=cfg.strain_molecules,
         seed=cfg.seed,
+        progress=interactive(),
     )
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="sample", version_base="1.3")
 def sample(cfg: DictConfig) -> None:
+    quiet_third_party()
     run_sampling(cfg)

@@ -1,19 +1,35 @@
-"""Hydra/OmegaConf glue: the config folder, the `gaga_root` resolver and composition for tests and tools.
+"""Hydra/OmegaConf glue: the config folder, where outputs and data caches go, and composition for tests and tools.
 
-Importing this module registers the resolver, so configs resolve the same from train.py, tests or notebooks.
+The configs ship inside the package (gaga/conf, in a checkout a link to the top-level conf/). A checkout keeps
+outputs and data under itself; an installed package writes outputs under the working directory and data caches
+under the user's cache folder. Importing this module registers the resolvers, so configs resolve the same from
+train.py, gaga-train, tests or notebooks.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "conf"
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+IS_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "conf").is_dir()
+DATA_DIR = (
+    REPO_ROOT / "data" if IS_CHECKOUT else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gaga"
+)
+
+
+def root_dir() -> str:
+    """Where outputs/ and multirun/ go: the checkout, or the working directory for an installed package."""
+    return str(REPO_ROOT if IS_CHECKOUT else Path.cwd())
+
 
 if not OmegaConf.has_resolver("gaga_root"):
-    OmegaConf.register_new_resolver("gaga_root", lambda: str(REPO_ROOT))
+    OmegaConf.register_new_resolver("gaga_root", root_dir)
+if not OmegaConf.has_resolver("gaga_data"):
+    OmegaConf.register_new_resolver("gaga_data", lambda: str(DATA_DIR))
 
 
 def compose(

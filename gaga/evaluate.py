@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from gaga.atomic_files import write_text_atomically
-from gaga.config import REPO_ROOT
+from gaga.config import DATA_DIR
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -19,7 +19,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("path", type=Path, help="an .sdf file, an .xyz file (one or many records) or a folder of .xyz")
     parser.add_argument("--data", choices=["qm9", "drugs"], required=True, help="which dataset's rules and references")
     parser.add_argument("--out", type=Path, default=Path("metrics.json"), help="where to write the metrics as JSON")
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data", help="folder of the dataset caches")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="folder of the dataset caches")
     parser.add_argument(
         "--train-smiles",
         type=Path,

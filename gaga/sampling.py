@@ -6,6 +6,7 @@ Used by sample.py and by the sample-quality callback; plain torch (no Hydra), so
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,8 @@ def load_model(
         raise CheckpointError(f"{path}: no such checkpoint file; pass ckpt=PATH to a .ckpt written by train.py")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling refused or file damaged
-        raise CheckpointError(f"{path}: not a loadable gaga checkpoint ({type(error).__name__}: {error})") from error
+    except Exception as error:  # unpickling refused or file damaged; torch's own advice (weights_only=False) is unsafe
+        raise CheckpointError(f"{path}: not a loadable gaga checkpoint: {_unreadable_reason(error)}") from None
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     version = checkpoint.get("gaga_version") if isinstance(checkpoint, dict) else None
     if not hparams or "state_dict" not in checkpoint or version is None:
@@ -68,6 +69,14 @@ def load_model(
             f"{path}: weights do not fit the network its hyper_parameters describe: {error}"
         ) from error
     return model.to(device).eval()
+
+
+def _unreadable_reason(error: Exception) -> str:
+    """One line on why torch.load(weights_only=True) refused a file, without torch's advice to load it unsafely."""
+    refused = re.search(r"GLOBAL (\S+)", str(error))
+    if refused:
+        return f"it holds Python objects ({refused.group(1)}), and gaga never runs code from a checkpoint file"
+    return "not a file written by torch.save, or a damaged one (train.py writes .ckpt files)"
 
 
 @dataclass
@@ -99,7 +108,7 @@ def generate(
     model,
     num_molecules: int,
     batch_size: int = 100,
-    sampler: str = "ancestral",
+    sampler: str = "auto",
     stride: int = 1,
     start: str | int = "auto",
     eta: float = 0.0,
@@ -112,6 +121,7 @@ def generate(
     if num_molecules < 1 or batch_size < 1:
         raise ValueError(f"n_samples and batch_size must be >= 1, got {num_molecules} and {batch_size}")
     t_start = resolve_start(model, start)
+    sampler = model.samplers[0] if sampler == "auto" else sampler
     encoder = AtomEncoder(model.hparams.dataset["name"], tuple(model.hparams.dataset["atom_symbols"]))
     generator = torch.Generator(model.device).manual_seed(seed)
     size_generator = torch.Generator().manual_seed(seed)

@@ -1,5 +1,6 @@
 """sample.py end to end on checkpoints trained here (EDM and GeoLDM), the safe loader, the sample-quality callback."""
 
+import csv
 import json
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from gaga.callbacks.sample_quality import SampleQualityCallback
 from gaga.cli import run_sampling
-from gaga.config import compose
+from gaga.config import REPO_ROOT, compose
 from gaga.io import read_sdf, read_xyz
 from gaga.sampling import CheckpointError, generate, load_model
 from tests.conftest import tiny_setup
@@ -77,11 +78,48 @@ def test_checkpoint_errors(checkpoint, tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"\x00" * 100)
     with pytest.raises(CheckpointError, match="not a loadable gaga checkpoint"):
         load_model(tmp_path / "junk.ckpt")
+    torch.save({"model": CheckpointError("a pickled object")}, tmp_path / "objects.ckpt")
+    with pytest.raises(CheckpointError, match=r"holds Python objects \(gaga.sampling.CheckpointError\)"):
+        load_model(tmp_path / "objects.ckpt")
     checkpoint_dict = torch.load(path, weights_only=True)
     checkpoint_dict["gaga_version"] = "9.0.0"
     torch.save(checkpoint_dict, tmp_path / "future.ckpt")
     with pytest.raises(CheckpointError, match="major versions differ"):
         load_model(tmp_path / "future.ckpt")
+
+
+def test_sample_py_on_a_text_file_says_so_in_one_line(tmp_path):
+    cfg = compose("sample", [f"ckpt={REPO_ROOT / 'README.md'}"], output_dir=str(tmp_path))
+    with pytest.raises(SystemExit) as stop:
+        run_sampling(cfg)
+    message = str(stop.value)
+    assert (
+        message == f"error: {REPO_ROOT / 'README.md'}: not a loadable gaga checkpoint: not a file written by "
+        "torch.save, or a damaged one (train.py writes .ckpt files)"
+    )
+    assert "weights_only" not in message  # torch's advice to load it unsafely
+
+
+def test_sample_quality_counts_training_epochs_not_validations(tmp_path):
+    """Every 2nd training epoch while validation runs every 3rd: samples after epochs 2 and 4."""
+    datamodule, model = tiny_setup()
+    quality = SampleQualityCallback(every_n_epochs=2, num_molecules=2, batch_size=2, stride=25)
+    trainer = pl.Trainer(
+        max_epochs=4,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        check_val_every_n_epoch=3,
+        accelerator="cpu",
+        logger=pl.loggers.CSVLogger(tmp_path),
+        callbacks=[quality],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    assert sorted(int(row["epoch"]) + 1 for row in rows if row.get("sample/num_molecules")) == [2, 4]
 
 
 @pytest.mark.parametrize("backbone", ["edm", "geoldm"])

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from gaga.atomic_files import write_text_atomically
+from gaga.console import interactive, say
 from gaga.gaussianity import (
     FEATURES,
     POSITIONS,
@@ -88,10 +89,13 @@ class GaussianityCallback(pl.Callback):
 
     @staticmethod
     def _say(message: str) -> None:
-        print(message)
-        log.info(message)
+        say(log, message)
 
     def _log_truncation(self, trainer: pl.Trainer, pl_module) -> None:
+        """T*, T_ID and T_DS as metrics to every logger; W&B also gets them with v_hat in its summary, T* as a tag
+        and the curves (`_send_curves`)."""
+        from pytorch_lightning.loggers import WandbLogger
+
         gaga = pl_module.hparams.get("gaga")
         if not gaga or not trainer.is_global_zero:
             return
@@ -101,7 +105,11 @@ class GaussianityCallback(pl.Callback):
                 metrics.update({f"gaga/{kind}.{block}": float(t) for block, t in values.items() if t is not None})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
-            self._send_curves(logger)
+            if isinstance(logger, WandbLogger):
+                run = logger.experiment
+                run.summary.update({**metrics, **{f"gaga/v_hat.{k}": float(v) for k, v in gaga["v_hat"].items()}})
+                run.tags = (*run.tags, f"T*={gaga['t_star']}")
+                self._send_curves(run)
 
     # --- computing T* and v_hat -------------------------------------------------------------------
 
@@ -109,7 +117,7 @@ class GaussianityCallback(pl.Callback):
         datamodule = trainer.datamodule
 
         def training_arrays():
-            return pl_module.gaussianity_data(datamodule.ordered_loader("train"))
+            return pl_module.gaussianity_data(datamodule.ordered_loader("train"), progress=interactive())
 
         if self.t_star == "auto":
             key = self._cache_key(datamodule.identity(), pl_module.gaussianity_identity())
@@ -145,25 +153,37 @@ class GaussianityCallback(pl.Callback):
                 log.warning("ignoring unreadable T* cache %s (%s); recomputing", cached, error)
         if result is None:
             blocks, offsets = training_arrays()
-            result = find_t_star(blocks, offsets, pl_module.schedule.alpha_bar(), self.settings, progress=True)
+            result = find_t_star(blocks, offsets, pl_module.schedule.alpha_bar(), self.settings, progress=interactive())
             if cached is not None:
                 write_text_atomically(cached, result.to_json())
         if self.out_dir is not None:
             paths = result.save(self.out_dir)
-            print(f"GAGA: curves and plot in {paths['plot'].parent} ({', '.join(p.name for p in paths.values())})")
+            self._say(f"GAGA: curves and plot in {paths['plot'].parent} ({', '.join(p.name for p in paths.values())})")
         return result
 
-    def _send_curves(self, logger) -> None:
-        """W&B gets the curves as a table and the plot as an image (CSV loggers: see out_dir)."""
-        from pytorch_lightning.loggers import WandbLogger
-
-        if not isinstance(logger, WandbLogger) or self.result is None:
+    def _send_curves(self, run) -> None:
+        """The curves as native W&B line plots (one per statistic, its threshold as a constant line), the raw
+        table and the PNG; CSV loggers: see out_dir."""
+        if self.result is None:
             return
         import wandb
 
-        columns = list(self.result.curves)
-        rows = [list(row) for row in zip(*self.result.curves.values(), strict=True)]
-        payload = {"gaga/tstar_curves": wandb.Table(columns=columns, data=rows)}
+        payload = {}
+        for kind, series, threshold in self.result.panels():
+            keys = list(series)
+            xs = [steps for steps, _ in series.values()]
+            ys = [values for _, values in series.values()]
+            if threshold is not None:
+                steps = self.result.curves["t"]
+                keys.append(f"eps = {threshold:g}")
+                xs.append([steps[0], steps[-1]])
+                ys.append([threshold, threshold])
+            title = f"GAGA {kind} over t (T* = {self.result.t_star})"
+            payload[f"gaga/curves/{kind}"] = wandb.plot.line_series(xs=xs, ys=ys, keys=keys, title=title, xname="t")
+        curves = self.result.curves
+        payload["gaga/tstar_curves"] = wandb.Table(
+            columns=list(curves), data=[list(row) for row in zip(*curves.values(), strict=True)]
+        )
         if self.out_dir is not None and (self.out_dir / "tstar.png").exists():
             payload["gaga/tstar_plot"] = wandb.Image(str(self.out_dir / "tstar.png"))
-        logger.experiment.log(payload)
+        run.log(payload)

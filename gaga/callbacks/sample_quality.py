@@ -1,4 +1,4 @@
-"""Sample molecules from the EMA weights every k epochs during training and log the literature's metrics.
+"""Sample molecules from the EMA weights every k training epochs and log the literature's metrics.
 
 With a W&B logger it also logs a table of the metrics and 3D views of a few generated molecules.
 """
@@ -13,10 +13,11 @@ log = logging.getLogger(__name__)
 
 
 class SampleQualityCallback(pl.Callback):
-    """Every `every_n_epochs` validation epochs: sample `num_molecules`, evaluate, log under `sample/`.
+    """After every `every_n_epochs`-th training epoch: sample `num_molecules`, evaluate, log under `sample/`.
 
-    Runs on rank 0 only. Novelty and the W1 distances need the dataset's references (training SMILES,
-    test-split geometry), built once from the data caches in `data_dir` and reused.
+    Counted in training epochs, so the schedule holds whatever the validation cadence. Runs on rank 0 only.
+    Novelty and the W1 distances need the dataset's references (training SMILES, test-split geometry), built once
+    from the data caches in `data_dir` and reused.
     """
 
     def __init__(
@@ -46,23 +47,26 @@ class SampleQualityCallback(pl.Callback):
             self._reference = dataset_reference(self._rules(pl_module), self.data_dir, progress=False)
         return self._reference
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
-        if not trainer.is_global_zero:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
         from gaga.metrics import evaluate_molecules
         from gaga.sampling import generate
 
-        generated = generate(
-            pl_module,
-            self.num_molecules,
-            self.batch_size,
-            self.sampler,
-            self.stride,
-            seed=trainer.current_epoch,
-            progress=False,
-        )
+        training = pl_module.training
+        pl_module.eval()
+        try:
+            generated = generate(
+                pl_module,
+                self.num_molecules,
+                self.batch_size,
+                self.sampler,
+                self.stride,
+                seed=trainer.current_epoch,
+                progress=False,
+            )
+        finally:
+            pl_module.train(training)
         reference = self.reference(pl_module)
         metrics = evaluate_molecules(
             generated.molecules,
@@ -75,7 +79,7 @@ class SampleQualityCallback(pl.Callback):
         metrics["seconds_per_molecule"] = generated.seconds_per_molecule
         flat = {f"sample/{k}": float(v) for k, v in metrics.items() if "." not in k}
         pl_module.log_dict(flat, rank_zero_only=True)
-        log.info("epoch %d samples: %s", trainer.current_epoch, {k: round(v, 4) for k, v in flat.items()})
+        log.info("epoch %d samples: %s", trainer.current_epoch + 1, {k: round(v, 4) for k, v in flat.items()})
         self._log_to_wandb(trainer, generated.molecules, flat, self._rules(pl_module))
 
     def _log_to_wandb(self, trainer: pl.Trainer, molecules, metrics: dict[str, float], rules: str) -> None:
@@ -94,4 +98,7 @@ class SampleQualityCallback(pl.Callback):
                 molecule = molecule_from_coordinates(z, pos, rules)  # the generated geometry, not a re-embedded one
                 views.append(wandb.Molecule.from_rdkit(molecule, convert_to_3d_and_optimize=False))
             table = wandb.Table(columns=list(metrics), data=[list(metrics.values())])
-            logger.experiment.log({"sample/table": table, "sample/molecules": views}, step=trainer.global_step)
+            # W&B's own step counts log calls; the trainer's step goes beside it, as Lightning's WandbLogger does
+            logger.experiment.log(
+                {"sample/table": table, "sample/molecules": views, "trainer/global_step": trainer.global_step}
+            )

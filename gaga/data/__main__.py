@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from gaga.config import REPO_ROOT
+from gaga.config import DATA_DIR
 from gaga.data.sources import source_for
 
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gaga.data", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["build", "summary"])
     parser.add_argument("dataset", choices=["qm9", "drugs"])
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data", help="where caches live")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where caches live")
     parser.add_argument("--source", type=Path, default=None, help="GEOM-Drugs files as downloaded (drugs only)")
     parser.add_argument("--remove-h", action="store_true", help="summary without hydrogens")
     args = parser.parse_args(argv)

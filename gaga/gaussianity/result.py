@@ -69,6 +69,21 @@ class TStarResult:
         except (OSError, ValueError, TypeError) as error:
             raise ValueError(f"{path}: not a readable T* result ({error}); rerun find_t_star and save it") from error
 
+    def panels(self) -> list[tuple[str, dict[str, tuple[list, list]], float | None]]:
+        """Per statistic present (D, Dep, reached, H, v): its curves as {block: (steps, values)} without the
+        steps it skipped, and its threshold (eps_ds for D, eps_dep for Dep, else None). The PNG and W&B draw these."""
+        thresholds = {"D": self.settings.get("eps_ds"), "Dep": self.settings.get("eps_dep")}
+        panels = []
+        for kind in ("D", "Dep", "reached", "H", "v"):
+            series = {}
+            for name, values in self.curves.items():
+                if name.startswith(kind + ":"):
+                    points = [(t, v) for t, v in zip(self.curves["t"], values, strict=True) if v is not None]
+                    series[name.split(":", 1)[1]] = ([t for t, _ in points], [v for _, v in points])
+            if series:
+                panels.append((kind, series, thresholds.get(kind)))
+        return panels
+
     def plot(self, path: str | Path) -> None:
         """PNG of the curves: one panel per statistic, thresholds dashed, T* as a vertical line."""
         import matplotlib
@@ -76,16 +91,13 @@ class TStarResult:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        thresholds = {"D": self.settings.get("eps_ds"), "Dep": self.settings.get("eps_dep")}
-        kinds = [k for k in ("D", "Dep", "reached", "H", "v") if any(n.startswith(k + ":") for n in self.curves)]
-        figure, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False)
-        for axis, kind in zip(axes[0], kinds, strict=True):
-            for name, values in self.curves.items():
-                if name.startswith(kind + ":"):
-                    points = [(t, v) for t, v in zip(self.curves["t"], values, strict=True) if v is not None]
-                    axis.plot(*zip(*points, strict=True), marker=".", label=name.split(":", 1)[1])
-            if kind in thresholds and thresholds[kind] is not None:
-                axis.axhline(thresholds[kind], color="grey", linestyle="--", label=f"eps = {thresholds[kind]:g}")
+        panels = self.panels()
+        figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+        for axis, (kind, series, threshold) in zip(axes[0], panels, strict=True):
+            for label, (steps, values) in series.items():
+                axis.plot(steps, values, marker=".", label=label)
+            if threshold is not None:
+                axis.axhline(threshold, color="grey", linestyle="--", label=f"eps = {threshold:g}")
             if self.t_star is not None:
                 axis.axvline(self.t_star, color="black", linewidth=1, label=f"T* = {self.t_star}")
             if kind in ("D", "Dep", "H"):  # thresholds sit near zero: a log scale shows the crossing

@@ -1,0 +1,64 @@
+"""train.py's default run as a user sees it, without a W&B API key: readable console output (one line per event,
+no carriage returns, no tips), and W&B offline with the run's own file holding its name, tags, summary (T*, T_ID,
+T_DS, v_hat) and native line plots of the Gaussianity curves with their thresholds."""
+
+import json
+import os
+
+import pytest
+
+from tests.train_runs import TINY_FIT, train_py
+from tests.wandb_files import read_run
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """(run folder, stdout + stderr) of a tiny default run, in the environment of a machine without `wandb login`."""
+    folder = tmp_path_factory.mktemp("default-run")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(NETRC=str(folder / "no-netrc"), WANDB_CONFIG_DIR=str(folder / "wandb-config"))
+    done = train_py(*TINY_FIT, f"hydra.run.dir={folder / 'run'}", env=env)
+    return folder / "run", done.stdout, done.stderr
+
+
+def test_one_line_per_event_and_no_noise(default_run):
+    _, out, err = default_run
+    assert out.count("W&B: no API key configured, logging offline") == 1, out
+    assert out.count("GAGA: T* = ") == 1 and out.count("GAGA: curves and plot in") == 1, out
+    assert "epoch 1/1  train/loss" in out, out  # the progress bar's line when output is not a terminal
+    assert "\r" not in out + err, "progress bars redrawn into a pipe"
+    for noise in ("Tip", "TPU available", "deprecated", "wandb: "):
+        assert noise not in out + err, noise
+
+
+def test_wandb_run_has_name_tags_summary_and_curves(default_run):
+    run_dir = default_run[0]
+    result = json.loads((run_dir / "gaussianity/tstar.json").read_text())
+    run = read_run(run_dir / "wandb")
+    assert run.name == "quickstart:" + ",".join(o for o in TINY_FIT if not o.startswith(("experiment=", "~callbacks")))
+    assert run.group == ""  # a single run; sweeps group their jobs
+    assert run.tags == ["edm", "qm9", f"T*={result['t_star']}"]
+
+    assert run.summary["gaga/t_star"] == result["t_star"]
+    for kind in ("t_id", "t_ds"):
+        for block, step in result[kind].items():
+            assert run.summary[f"gaga/{kind}.{block}"] == step, (kind, block)
+    assert run.summary["gaga/v_hat.pos"] == pytest.approx(2.0, rel=0.1)  # unbiased coordinate variance / noise
+    assert 0 < run.summary["gaga/v_hat.h"] < 0.05
+
+    assert {"gaga/curves/D", "gaga/curves/Dep", "gaga/curves/H", "gaga/curves/v"} <= set(run.charts)
+    assert run.charts["gaga/curves/D"]["panel_config"]["panelDefId"] == "wandb/lineseries/v0"
+    lines = {}
+    for step, key, value in run.table("gaga/curves/D_table")["data"]:
+        lines.setdefault(key, {})[step] = value
+    assert set(lines["eps = 0.05"].values()) == {0.05}  # the threshold drawn beside the curves
+    curves = result["curves"]
+    assert lines["positions"] == {
+        t: d for t, d in zip(curves["t"], curves["D:positions"], strict=True) if d is not None
+    }
+
+
+def test_bad_setting_fails_before_data_load():
+    done = train_py("gaga.eps_ds=-1", check=False)
+    assert done.returncode == 1 and done.stderr.strip() == "error: gaussianity settings: eps_ds must be > 0, got -1"
+    assert "dataset qm9" not in done.stdout
