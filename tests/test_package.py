@@ -41,4 +41,4 @@ def test_wheel_contains_configs_modules_and_commands(tmp_path):
     info = next(Path(n).parent for n in names if n.endswith(".dist-info/METADATA"))
     assert "License-Expression: MIT" in wheel.read(f"{info}/METADATA").decode()
     commands = wheel.read(f"{info}/entry_points.txt").decode()
-    assert all(f"{name} = gaga." in commands for name in ("gaga-train", "gaga-sample"))
+    assert all(f"{name} = gaga." in commands for name in ("gaga-train", "gaga-sample", "gaga-tstar"))
