@@ -6,7 +6,13 @@ import json
 import os
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
+from gaga.cli import run_training
+from gaga.config import CONFIG_DIR
+from gaga.config import compose as compose_run
+from gaga.tracking import sweep_group
 from tests.train_runs import TINY_FIT, train_py
 from tests.wandb_files import read_run
 
@@ -58,7 +64,15 @@ def test_wandb_run_has_name_tags_summary_and_curves(default_run):
     }
 
 
-def test_bad_setting_fails_before_data_load():
-    done = train_py("gaga.eps_ds=-1", check=False)
-    assert done.returncode == 1 and done.stderr.strip() == "error: gaussianity settings: eps_ds must be > 0, got -1"
-    assert "dataset qm9" not in done.stdout
+def test_bad_setting_fails_before_data_load(tmp_path, capsys):
+    cfg = compose_run("train", ["gaga.eps_ds=-1"], output_dir=str(tmp_path))
+    with pytest.raises(SystemExit, match=r"^error: gaussianity settings: eps_ds must be > 0, got -1$"):
+        run_training(cfg)
+    assert "dataset qm9" not in capsys.readouterr().out  # the data summary comes after the data load
+
+
+def test_jobs_of_a_sweep_share_a_wandb_group():
+    sweep = ["hydra.mode=MULTIRUN", "hydra.sweep.dir=/runs/multirun/quickstart/2026-01-02/03-04-05"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        HydraConfig.instance().set_config(compose("train", sweep, return_hydra_config=True))
+    assert sweep_group() == "quickstart/2026-01-02/03-04-05"
