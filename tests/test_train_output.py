@@ -3,17 +3,12 @@ no carriage returns, no tips), and W&B offline with the run's own file holding i
 T_DS, v_hat) and native line plots of the Gaussianity curves with their thresholds."""
 
 import json
-import os
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 
 from gaga.cli import run_training
-from gaga.config import CONFIG_DIR
-from gaga.config import compose as compose_run
-from gaga.tracking import sweep_group
-from tests.train_runs import TINY_FIT, train_py
+from gaga.config import compose
+from tests.train_runs import TINY_FIT, train_py, without_wandb_login
 from tests.wandb_files import read_run
 
 
@@ -21,9 +16,7 @@ from tests.wandb_files import read_run
 def default_run(tmp_path_factory):
     """(run folder, stdout + stderr) of a tiny default run, in the environment of a machine without `wandb login`."""
     folder = tmp_path_factory.mktemp("default-run")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(NETRC=str(folder / "no-netrc"), WANDB_CONFIG_DIR=str(folder / "wandb-config"))
-    done = train_py(*TINY_FIT, f"hydra.run.dir={folder / 'run'}", env=env)
+    done = train_py(*TINY_FIT, "gaga.eps_ds=0.05", f"hydra.run.dir={folder / 'run'}", env=without_wandb_login(folder))
     return folder / "run", done.stdout, done.stderr
 
 
@@ -41,7 +34,8 @@ def test_wandb_run_has_name_tags_summary_and_curves(default_run):
     run_dir = default_run[0]
     result = json.loads((run_dir / "gaussianity/tstar.json").read_text())
     run = read_run(run_dir / "wandb")
-    assert run.name == "quickstart:" + ",".join(o for o in TINY_FIT if not o.startswith(("experiment=", "~callbacks")))
+    named = [o for o in TINY_FIT if not o.startswith(("experiment=", "~callbacks"))]
+    assert run.name == "quickstart:" + ",".join([*named, "gaga.eps_ds=0.05"])
     assert run.group == ""  # a single run; sweeps group their jobs
     assert run.tags == ["edm", "qm9", f"T*={result['t_star']}"]
 
@@ -65,14 +59,7 @@ def test_wandb_run_has_name_tags_summary_and_curves(default_run):
 
 
 def test_bad_setting_fails_before_data_load(tmp_path, capsys):
-    cfg = compose_run("train", ["gaga.eps_ds=-1"], output_dir=str(tmp_path))
+    cfg = compose("train", ["gaga.eps_ds=-1"], output_dir=str(tmp_path))
     with pytest.raises(SystemExit, match=r"^error: gaussianity settings: eps_ds must be > 0, got -1$"):
         run_training(cfg)
     assert "dataset qm9" not in capsys.readouterr().out  # the data summary comes after the data load
-
-
-def test_jobs_of_a_sweep_share_a_wandb_group():
-    sweep = ["hydra.mode=MULTIRUN", "hydra.sweep.dir=/runs/multirun/quickstart/2026-01-02/03-04-05"]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        HydraConfig.instance().set_config(compose("train", sweep, return_hydra_config=True))
-    assert sweep_group() == "quickstart/2026-01-02/03-04-05"

@@ -4,6 +4,7 @@ TINY checks the wiring in one batch (fast_dev_run: no logger, no checkpoint); TI
 with checkpoints and loggers on.
 """
 
+import os
 import subprocess
 import sys
 
@@ -19,9 +20,14 @@ TINY_FIT = [
     "trainer.limit_val_batches=1",
     "trainer.check_val_every_n_epoch=1",
     "~callbacks.sample_quality",
-    "gaga.eps_ds=0.05",
     "gaga.cache_dir=null",
 ]
+
+
+def without_wandb_login(folder) -> dict:
+    """The environment of a machine where nobody ran `wandb login` (W&B then logs offline)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    return {**env, "NETRC": str(folder / "no-netrc"), "WANDB_CONFIG_DIR": str(folder / "wandb-config")}
 
 
 def train_py(
