@@ -43,3 +43,8 @@ def test_train_prints_composed_config():
         check=True,
     ).stdout
     assert "batch_size: 7" in out and "_target_: gaga.data.datamodule.MoleculeDataModule" in out
+
+
+def test_trainer_limits_need_no_plus():
+    cfg = compose("train", ["trainer.max_steps=5", "trainer.limit_train_batches=3", "trainer.num_nodes=2"])
+    assert (cfg.trainer.max_steps, cfg.trainer.limit_train_batches, cfg.trainer.num_nodes) == (5, 3, 2)
