@@ -137,7 +137,7 @@ def run_sampling(cfg: DictConfig) -> dict:
     write_xyz(out / "samples.xyz", generated.molecules)
     report = {
         "checkpoint": str(cfg.ckpt),
-        "sampler": cfg.sampler,
+        "sampler": generated.sampler,
         "stride": int(cfg.stride),
         "start_step": generated.start,
         "network_evaluations": generated.num_evaluations,

@@ -85,6 +85,7 @@ class Generated:
     seconds: float  # the sampling loop alone (network and sampler), synchronised on GPU
     num_evaluations: int  # network evaluations per batch
     start: int
+    sampler: str  # the sampler that ran (`auto` resolved to the backbone's default)
 
     @property
     def seconds_per_molecule(self) -> float:
@@ -150,7 +151,7 @@ def generate(
         atomic_numbers=np.concatenate(numbers),
         offsets=np.concatenate([[0], np.cumsum(sizes)]),
     )
-    return Generated(molecules, elapsed, evaluations, t_start)
+    return Generated(molecules, elapsed, evaluations, t_start, sampler)
 
 
 def _synchronize(device: torch.device) -> None:

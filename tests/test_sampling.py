@@ -15,7 +15,7 @@ from gaga.sampling import CheckpointError, generate, load_model
 from tests.conftest import tiny_setup
 
 
-@pytest.fixture(scope="module", params=["edm", "geoldm"])
+@pytest.fixture(scope="module", params=["edm", "geoldm", "flow_matching"])
 def checkpoint(tmp_path_factory, request):
     """A tiny backbone (T=100) trained for one epoch on 64 QM9 molecules, with the sample-quality callback on."""
     folder = tmp_path_factory.mktemp("ckpt")
@@ -36,6 +36,11 @@ def checkpoint(tmp_path_factory, request):
     return folder / "model.ckpt", trainer.callback_metrics
 
 
+def _final_call(path) -> int:
+    """Diffusion samplers call the network once more at t = 0 (EDM's p(x, h | z_0)); an ODE ends at the data."""
+    return 0 if torch.load(path, weights_only=True)["hyper_parameters"]["backbone"] == "flow_matching" else 1
+
+
 def test_callback_logs_sample_metrics(checkpoint):
     _, metrics = checkpoint
     assert 0.0 <= float(metrics["sample/atom_stability"]) <= 1.0
@@ -51,7 +56,7 @@ def test_sample_py_writes_files_and_flat_metrics(checkpoint, tmp_path):
     )
     report = run_sampling(cfg)
     written = json.loads((tmp_path / "metrics.json").read_text())
-    assert written["network_evaluations"] == 100 // 20 + 1 and written["start_step"] == 100
+    assert written["network_evaluations"] == 100 // 20 + _final_call(path) and written["start_step"] == 100
     for key in ("atom_stability", "mol_stability", "validity", "uniqueness", "valid_x_unique", "novelty"):
         assert 0.0 <= written[key] <= 1.0, key
     assert written["molecules_per_second"] == pytest.approx(1 / report["seconds_per_molecule"])
@@ -61,9 +66,9 @@ def test_sample_py_writes_files_and_flat_metrics(checkpoint, tmp_path):
 def test_gaga_model_starts_at_t_star(checkpoint):
     model = load_model(checkpoint[0])
     model.set_truncation({"t_star": 40, "v_hat": {"pos": 1.9, "h": 0.01}})
-    assert generate(model, 2, stride=4, progress=False).num_evaluations == 40 // 4 + 1
+    assert generate(model, 2, stride=4, progress=False).num_evaluations == 40 // 4 + _final_call(checkpoint[0])
     ablation = generate(model, 2, stride=4, start="T", progress=False)
-    assert ablation.start == 100 and ablation.num_evaluations == 100 // 4 + 1
+    assert ablation.start == 100 and ablation.num_evaluations == 100 // 4 + _final_call(checkpoint[0])
 
 
 def test_checkpoint_errors(checkpoint, tmp_path):
@@ -72,7 +77,9 @@ def test_checkpoint_errors(checkpoint, tmp_path):
         load_model(tmp_path / "missing.ckpt")
     with pytest.raises(CheckpointError, match="a qm9 dataset checkpoint, but dataset=drugs"):
         load_model(path, dataset="drugs")
-    other = {"edm": "geoldm", "geoldm": "edm"}[torch.load(path, weights_only=True)["hyper_parameters"]["backbone"]]
+    other = {"edm": "geoldm", "geoldm": "edm", "flow_matching": "edm"}[
+        torch.load(path, weights_only=True)["hyper_parameters"]["backbone"]
+    ]
     with pytest.raises(CheckpointError, match=f"backbone checkpoint, but backbone={other} was asked for"):
         load_model(path, backbone=other)
     (tmp_path / "junk.ckpt").write_bytes(b"\x00" * 100)

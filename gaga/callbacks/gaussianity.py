@@ -85,7 +85,8 @@ class GaussianityCallback(pl.Callback):
         pl_module.set_truncation(truncation)
         self.pending = False
         timesteps = pl_module.schedule.timesteps
-        self._say(f"GAGA: T* = {truncation['t_star']} of T = {timesteps}, v_hat = {truncation['v_hat']}")
+        v_hat = ", ".join(f"{block} {value:.4g}" for block, value in truncation["v_hat"].items())
+        self._say(f"GAGA: T* = {truncation['t_star']} of T = {timesteps}, v_hat: {v_hat}")
 
     @staticmethod
     def _say(message: str) -> None:

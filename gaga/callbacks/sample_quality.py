@@ -25,7 +25,7 @@ class SampleQualityCallback(pl.Callback):
         every_n_epochs: int = 20,
         num_molecules: int = 100,
         batch_size: int = 100,
-        sampler: str = "ancestral",
+        sampler: str = "auto",
         stride: int = 1,
         data_dir: str | None = None,
         wandb_molecules: int = 4,
