@@ -167,7 +167,7 @@ def test_two_stage_option_trains_the_encoder_then_freezes_it_and_finds_t_star_on
     assert any(not torch.equal(seen[0][k], initial[k]) for k in initial), "the first stage must train the encoder"
     assert all(torch.equal(seen[1][k], seen[0][k]) for k in initial), "the encoder must be frozen after it"
     assert seen["gaga0"] is None and seen["gaga1"]["t_star"] >= 1  # T* only once the encoder is final
-    assert "train/kl" in seen["loss0"] and "train/diffusion" in seen["loss1"]
+    assert "train/kl" in seen["loss0"] and "train/l2" in seen["loss1"]
     cached = [p.name for p in (tmp_path / "cache").iterdir()]
     identity = model.gaussianity_identity()
     assert len(cached) == 1 and identity["encoder"] != initial_digest  # cached under the trained encoder

@@ -12,6 +12,7 @@ from gaga.config import compose
 from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.qm9 import QM9
 from gaga.diffusion.losses import l2_loss
+from gaga.models.base import split_by_step
 from gaga.models.edm import EDM, NonFiniteLossError
 from gaga.models.flow_matching import FlowMatching
 from gaga.models.geoldm import GeoLDM
@@ -123,3 +124,14 @@ def test_build_model_from_config_sizes_features(tmp_path):
     datamodule = MoleculeDataModule(QM9(DATA_DIR), remove_h=True, subset={"train": 32})
     model = build_model(cfg, datamodule)
     assert model.net.num_features == 4 and model.hparams.net["hidden_nf"] == cfg.backbone.net.hidden_nf == 64
+
+
+def test_loss_parts_by_step_explain_the_logged_loss():
+    """train/l2 (t >= 1) and train/t0_nll (t = 0) are logged apart; their molecule-weighted mean is the loss."""
+    loss, t = torch.tensor([1.0, 2.0, -7.0, 3.0]), torch.tensor([5, 0, 0, 9])
+    assert {k: float(v) for k, v in split_by_step(loss, t).items()} == {"l2": 2.0, "t0_nll": -2.5}
+    assert split_by_step(loss[:1], t[:1]).keys() == {"l2"}
+    datamodule, model = tiny_setup()
+    model.set_truncation({"t_star": 1, "v_hat": {"pos": 1.0, "h": 1.0}})  # t in {0, 1}: both parts appear
+    terms = model.training_terms(next(iter(datamodule.train_dataloader())), torch.Generator().manual_seed(0))
+    assert terms.keys() == {"loss", "l2", "t0_nll"}

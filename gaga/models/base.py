@@ -95,7 +95,7 @@ class DiffusionBackbone(pl.LightningModule):
         raise NotImplementedError
 
     def training_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Per-molecule training terms [B]; "loss" is the one optimised."""
+        """Training terms, per molecule [B] or already averaged; "loss" is the one optimised, the others are logged."""
         raise NotImplementedError
 
     def nll_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -352,6 +352,19 @@ class DiffusionBackbone(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.grad_norms = deque(checkpoint.get("grad_norms", [INITIAL_GRAD_NORM]), maxlen=GRAD_NORM_WINDOW)
         self.set_truncation(checkpoint["hyper_parameters"].get("gaga"))
+
+
+def split_by_step(loss: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A per-molecule diffusion loss split by the step drawn: "l2" (t >= 1, the epsilon error) and "t0_nll" (t = 0,
+    the reconstruction term -log p(x, h | z_0), on another scale: near -7 when the l2 part is near 0.25).
+
+    A part is left out when no molecule of the batch drew its steps.
+    """
+    parts = {}
+    for name, drawn in (("l2", t > 0), ("t0_nll", t == 0)):
+        if bool(drawn.any()):
+            parts[name] = loss[drawn].mean()
+    return parts
 
 
 def weights_digest(module: torch.nn.Module) -> str:

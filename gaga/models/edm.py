@@ -12,7 +12,7 @@ import torch
 from gaga.diffusion.forward import Normalizer, remove_mean
 from gaga.diffusion.losses import OneHotLikelihood, l2_loss, nll_estimate
 from gaga.diffusion.samplers import FinalState, OneHotDecoder, SamplerOutput
-from gaga.models.base import DiffusionBackbone, NonFiniteLossError
+from gaga.models.base import DiffusionBackbone, NonFiniteLossError, split_by_step
 from gaga.models.build import build
 
 __all__ = ["EDM", "NonFiniteLossError"]
@@ -86,7 +86,7 @@ class EDM(DiffusionBackbone):
 
     def training_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         pos, h = self.diffusion_state(batch)
-        loss, _ = l2_loss(
+        loss, t = l2_loss(
             self.net,
             self.schedule,
             self.feature_nll,
@@ -98,7 +98,7 @@ class EDM(DiffusionBackbone):
             zero_mean_features=self.hparams.zero_mean_features,
             generator=generator,
         )
-        return {"loss": loss}
+        return {"loss": loss, **split_by_step(loss, t)}
 
     def nll_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         pos, h = self.diffusion_state(batch)

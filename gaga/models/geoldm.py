@@ -14,7 +14,7 @@ import torch
 from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
 from gaga.diffusion.losses import GaussianLikelihood, l2_loss, nll_estimate, per_molecule_sum, reconstruction_error
 from gaga.diffusion.samplers import FinalState, SamplerOutput
-from gaga.models.base import DiffusionBackbone, weights_digest
+from gaga.models.base import DiffusionBackbone, split_by_step, weights_digest
 from gaga.models.build import build
 
 
@@ -156,7 +156,7 @@ class GeoLDM(DiffusionBackbone):
         if self.in_autoencoder_stage:
             return self.autoencoder_terms(batch, generator)
         z_pos, z_h = self.sampled_latents(batch, generator)
-        diffusion, _ = l2_loss(
+        diffusion, t = l2_loss(
             self.net,
             self.schedule,
             self.feature_nll,
@@ -169,7 +169,7 @@ class GeoLDM(DiffusionBackbone):
             generator=generator,
         )
         reconstruction = self._reconstruction(self.decoder, z_pos, z_h, batch, per_dimension=True)
-        return {"loss": diffusion + reconstruction, "diffusion": diffusion, "reconstruction": reconstruction}
+        return {"loss": diffusion + reconstruction, "reconstruction": reconstruction, **split_by_step(diffusion, t)}
 
     def nll_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The latent NLL estimate plus the reconstruction error, as GeoLDM reports its NLL."""
