@@ -36,6 +36,20 @@ TINY_BACKBONES = {
 }
 
 
+def quiet_trainer(**options):
+    """A CPU Trainer without progress bar, model summary or sanity validation; `logger` defaults to none."""
+    import pytorch_lightning as pl
+
+    settings = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+    return pl.Trainer(**{**settings, **options})
+
+
 def tiny_setup(backbone: str = "edm", train: int = 64, batch_size: int = 16, **model_options):
     """(datamodule, model): a tiny backbone (16 x 1 networks, T = 100) on a real QM9 subset."""
     datamodule = MoleculeDataModule(

@@ -3,7 +3,6 @@ the OT coupling, training, sampling and T* on the path."""
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from scipy.spatial.transform import Rotation
 
@@ -12,7 +11,7 @@ from gaga.data.elements import QM9_ATOMS
 from gaga.diffusion.flow_matching import integrate, integrate_adaptive, ot_couple, velocity_loss
 from gaga.diffusion.forward import remove_mean
 from gaga.gaussianity import molecule_blocks
-from tests.conftest import tiny_setup
+from tests.conftest import quiet_trainer, tiny_setup
 
 SIGMA2 = 0.25  # variance of the toy data
 
@@ -170,17 +169,8 @@ def test_callback_finds_t_star_on_the_path_and_caches_it_under_the_backbone(tmp_
         torch.manual_seed(0)
         datamodule, model = tiny_setup(backbone, zero_mean_features=True)
         callback = GaussianityCallback("auto", cache_dir=tmp_path, grid_step=10, dataset_molecules=64, workers=1)
-        trainer = pl.Trainer(
-            max_epochs=1,
-            limit_train_batches=1,
-            limit_val_batches=1,
-            accelerator="cpu",
-            logger=False,
-            callbacks=[callback],
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            default_root_dir=tmp_path,
+        trainer = quiet_trainer(
+            max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[callback], default_root_dir=tmp_path
         )
         trainer.fit(model, datamodule=datamodule)
         assert model.t_max == model.hparams.gaga["t_star"] == callback.result.truncation_step(100)

@@ -3,29 +3,24 @@
 import logging
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from gaga.callbacks.gaussianity import GaussianityCallback
 from gaga.gaussianity import TStarResult
-from tests.conftest import tiny_setup
+from tests.conftest import quiet_trainer, tiny_setup
 
 SETTINGS = {"grid_step": 10, "dataset_molecules": 300, "eps_ds": 0.03, "eps_dep": 0.05, "workers": 1}
 
 
 def fit_with(callback, tmp_path, zero_mean_features=True, logger=False):
     datamodule, model = tiny_setup(zero_mean_features=zero_mean_features)
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=1,
-        accelerator="cpu",
         logger=logger,
         default_root_dir=tmp_path,
         callbacks=[callback],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=datamodule)
     return trainer, model

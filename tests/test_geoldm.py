@@ -9,7 +9,7 @@ from gaga.callbacks.gaussianity import GaussianityCallback
 from gaga.diffusion.forward import remove_mean
 from gaga.models.base import weights_digest
 from gaga.nn import EquivariantDecoder, EquivariantEncoder
-from tests.conftest import tiny_setup
+from tests.conftest import quiet_trainer, tiny_setup
 
 SIZES = torch.tensor([5, 9, 3])
 BATCH = torch.repeat_interleave(torch.arange(3), SIZES)
@@ -103,17 +103,8 @@ def _fit_with_gaga(backbone: str, tmp_path, seed: int = 0):
     callback = GaussianityCallback(
         "auto", cache_dir=tmp_path / "cache", grid_step=10, dataset_molecules=64, eps_ds=0.05, eps_dep=0.05, workers=1
     )
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=1,
-        accelerator="cpu",
-        logger=False,
-        callbacks=[callback],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
+    trainer = quiet_trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[callback], default_root_dir=tmp_path
     )
     trainer.fit(model, datamodule=datamodule)
     return callback, model
@@ -152,16 +143,8 @@ def test_two_stage_option_trains_the_encoder_then_freezes_it_and_finds_t_star_on
     gaussianity = GaussianityCallback(
         "auto", cache_dir=tmp_path / "cache", grid_step=10, dataset_molecules=64, eps_ds=0.05, eps_dep=0.05, workers=1
     )
-    trainer = pl.Trainer(
-        max_epochs=2,
-        limit_val_batches=1,
-        accelerator="cpu",
-        logger=False,
-        callbacks=[gaussianity, Watch()],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
+    trainer = quiet_trainer(
+        max_epochs=2, limit_val_batches=1, callbacks=[gaussianity, Watch()], default_root_dir=tmp_path
     )
     trainer.fit(model, datamodule=datamodule)
     assert any(not torch.equal(seen[0][k], initial[k]) for k in initial), "the first stage must train the encoder"

@@ -12,7 +12,7 @@ from gaga.cli import run_sampling
 from gaga.config import REPO_ROOT, compose
 from gaga.io import read_sdf, read_xyz
 from gaga.sampling import CheckpointError, generate, load_model
-from tests.conftest import tiny_setup
+from tests.conftest import quiet_trainer, tiny_setup
 
 
 @pytest.fixture(scope="module", params=["edm", "geoldm", "flow_matching"])
@@ -21,16 +21,7 @@ def checkpoint(tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("ckpt")
     datamodule, model = tiny_setup(request.param)
     quality = SampleQualityCallback(every_n_epochs=1, num_molecules=6, batch_size=3, stride=10)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        default_root_dir=folder,
-        callbacks=[quality],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=1, default_root_dir=folder, callbacks=[quality])
     trainer.fit(model, datamodule=datamodule)
     trainer.save_checkpoint(folder / "model.ckpt")
     return folder / "model.ckpt", trainer.callback_metrics
@@ -111,18 +102,14 @@ def test_sample_quality_counts_training_epochs_not_validations(tmp_path):
     """Every 2nd training epoch while validation runs every 3rd: samples after epochs 2 and 4."""
     datamodule, model = tiny_setup()
     quality = SampleQualityCallback(every_n_epochs=2, num_molecules=2, batch_size=2, stride=25)
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=4,
         limit_train_batches=1,
         limit_val_batches=1,
         check_val_every_n_epoch=3,
-        accelerator="cpu",
         logger=pl.loggers.CSVLogger(tmp_path),
         callbacks=[quality],
-        enable_progress_bar=False,
-        enable_model_summary=False,
         enable_checkpointing=False,
-        num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=datamodule)
     rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
@@ -138,16 +125,8 @@ def test_wandb_offline_gets_metrics_table_and_molecules(tmp_path, monkeypatch, b
     datamodule, model = tiny_setup(backbone)
     logger = WandbLogger(project="gaga-tests", save_dir=str(tmp_path), offline=True)
     quality = SampleQualityCallback(every_n_epochs=1, num_molecules=3, batch_size=3, stride=25, wandb_molecules=2)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=1,
-        accelerator="cpu",
-        logger=logger,
-        callbacks=[quality],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    trainer = quiet_trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=logger, callbacks=[quality]
     )
     trainer.fit(model, datamodule=datamodule)
     logger.experiment.finish()

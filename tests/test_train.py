@@ -17,7 +17,7 @@ from gaga.models.edm import EDM, NonFiniteLossError
 from gaga.models.flow_matching import FlowMatching
 from gaga.models.geoldm import GeoLDM
 from gaga.sampling import load_model
-from tests.conftest import DATA_DIR, tiny_setup
+from tests.conftest import DATA_DIR, quiet_trainer, tiny_setup
 
 
 def test_train_py_runs_fast_dev_run(tmp_path):
@@ -54,15 +54,7 @@ def test_overfits_eight_molecules():
 def _fit(tmp_path, max_epochs: int, ckpt_path=None, backbone: str = "edm"):
     datamodule, model = tiny_setup(backbone)
     checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=False,
-        callbacks=[checkpoints],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=max_epochs, callbacks=[checkpoints])
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer, model
 
@@ -135,3 +127,8 @@ def test_loss_parts_by_step_explain_the_logged_loss():
     model.set_truncation({"t_star": 1, "v_hat": {"pos": 1.0, "h": 1.0}})  # t in {0, 1}: both parts appear
     terms = model.training_terms(next(iter(datamodule.train_dataloader())), torch.Generator().manual_seed(0))
     assert terms.keys() == {"loss", "l2", "t0_nll"}
+
+
+def test_a_misspelt_backbone_setting_is_refused_with_the_valid_names():
+    with pytest.raises(TypeError, match=r"unknown settings \['ema_dacay'\].*'ema_decay'"):
+        tiny_setup(ema_dacay=0.9)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import logging
 import time
 from collections import deque
@@ -20,7 +21,7 @@ import torch
 
 from gaga import __version__
 from gaga.diffusion.forward import Normalizer, remove_mean
-from gaga.diffusion.losses import log_prob_num_atoms
+from gaga.diffusion.losses import l2_loss, log_prob_num_atoms, nll_estimate
 from gaga.diffusion.samplers import FinalState, SamplerOutput, ancestral_sample, ddim_sample
 from gaga.diffusion.schedules import NoiseSchedule
 from gaga.gaussianity import FEATURES, POSITIONS, VarianceEstimate, marginal_variance, sample_reference_gaussian
@@ -37,6 +38,29 @@ GRAD_NORM_WINDOW = 50
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 1e-4, "weight_decay": 1e-12, "amsgrad": True}
 
 
+# Settings every backbone takes (as keyword arguments, stored as hyperparameters), with their defaults:
+#   normalizer: `{norm_values: [1, 4, 10], include_charges: false}` (EDM's normalize_factors);
+#   optimizer: optimiser config (`_target_` + settings; AdamW with EDM's settings by default);
+#   ema_decay: decay of the EMA weights used for validation, sampling and checkpoints' `ema_*` (0 = off);
+#   adaptive_clipping: EDM's gradient clipping at 1.5 x mean + 2 x std of the last 50 gradient norms;
+#   max_consecutive_nonfinite: stop after this many skipped steps in a row;
+#   zero_mean_features: zero-mean the diffused features (data and noise) per molecule, as GAGA needs;
+#   gaga: `{t_star, v_hat: {pos, h}}` when trained with truncation (set by the GaussianityCallback);
+#   seed: seed of the training and validation noise (each step's noise depends only on seed, rank and step);
+#   backbone: the backbone's name (checkpoints, sample.py's backbone= check); the class's own by default.
+SHARED_SETTINGS = {
+    "normalizer": None,
+    "optimizer": None,
+    "ema_decay": 0.9999,
+    "adaptive_clipping": True,
+    "max_consecutive_nonfinite": 20,
+    "zero_mean_features": False,
+    "gaga": None,
+    "seed": 0,
+    "backbone": None,
+}
+
+
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive training steps with a NaN or infinite loss."""
 
@@ -49,7 +73,8 @@ class DiffusionBackbone(pl.LightningModule):
     `gaussianity_identity` (for the T* cache key), `check_truncatable`, `set_truncation`, `schedule`,
     `sample_num_atoms` and `sample`.
 
-    A subclass sets `self.schedule`, `self.normalizer`, `self.net` (the denoiser), calls `finish_setup()` at the
+    A subclass takes `**settings` (`SHARED_SETTINGS`) besides its own arguments, calls `save_hyperparameters()`
+    and `apply_settings()` first, sets `self.schedule`, `self.net` (the denoiser), calls `finish_setup()` at the
     end of its `__init__`, and implements `diffusion_state`, `training_terms`, `nll_terms` and `decode`.
     """
 
@@ -60,8 +85,25 @@ class DiffusionBackbone(pl.LightningModule):
     averaged_modules: tuple[str, ...] = ("net",)
     # name of the backbone in checkpoints and in sample.py's backbone= check
     backbone_name: str = ""
+    # whether the diffused state holds the normalised atom features themselves (EDM, flow matching), whose
+    # charges column GAGA's closed form does not cover, or something else (GeoLDM's latents)
+    diffuses_atom_features: bool = True
 
     # --- set-up -----------------------------------------------------------------------------------
+
+    def apply_settings(self) -> None:
+        """Fill the shared settings' defaults into the hyperparameters (refusing unknown ones); build the normaliser."""
+        own = set(inspect.signature(type(self).__init__).parameters) - {"self", "settings"}
+        unknown = sorted(set(self.hparams) - own - set(SHARED_SETTINGS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown settings {unknown}; it takes {sorted(own)} and the shared "
+                f"{sorted(SHARED_SETTINGS)}"
+            )
+        for name, default in SHARED_SETTINGS.items():
+            self.hparams.setdefault(name, default)
+        self.hparams["backbone"] = self.hparams["backbone"] or self.backbone_name
+        self.normalizer = Normalizer.from_config(self.hparams.normalizer)
 
     def finish_setup(self) -> None:
         """EMA copies, gradient-norm history, step clock and truncation; call at the end of a subclass's init."""
@@ -112,6 +154,11 @@ class DiffusionBackbone(pl.LightningModule):
             raise ValueError(
                 "GAGA's closed form needs features zero-meaned per molecule (mu_t = 0): set "
                 "backbone.zero_mean_features=true (the GAGA reference code's setting), or gaga.t_star=off"
+            )
+        if self.diffuses_atom_features and self.normalizer.include_charges:
+            raise ValueError(
+                "GAGA's closed form covers coordinates and one-hot types, not charges: set "
+                "backbone.normalizer.include_charges=false (as the GAGA runs do), or gaga.t_star=off"
             )
 
     @property
@@ -248,6 +295,40 @@ class DiffusionBackbone(pl.LightningModule):
         return build({**DEFAULT_OPTIMIZER, **(self.hparams.optimizer or {})}, params=self.trainable_parameters())
 
     # --- evaluation ---------------------------------------------------------------------------------
+
+    def diffusion_loss(self, pos, h, batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """EDM's l2 loss of the clean state (pos, h) per molecule, t ~ U{0..T*}, and the steps drawn; the t = 0
+        term is the backbone's `feature_nll`."""
+        return l2_loss(
+            self.net,
+            self.schedule,
+            self.feature_nll,
+            pos,
+            h,
+            batch.batch,
+            batch.num_graphs,
+            t_max=self.t_max,
+            zero_mean_features=self.hparams.zero_mean_features,
+            generator=generator,
+        )
+
+    def diffusion_nll(self, pos, h, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """EDM's NLL estimate of the clean state (pos, h) with the EMA denoiser (GAGA: prior at T*), by term."""
+        return nll_estimate(
+            self.averaged("net"),
+            self.schedule,
+            self.normalizer,
+            pos,
+            h,
+            batch.batch,
+            batch.num_graphs,
+            self.log_prob_num_atoms(batch),
+            self.feature_nll,
+            t_max=self.t_max,
+            prior_variance=self.start_variance(self.t_max),
+            zero_mean_features=self.hparams.zero_mean_features,
+            generator=generator,
+        )
 
     def log_prob_num_atoms(self, batch) -> torch.Tensor:
         num_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from gaga.diffusion.forward import Normalizer, remove_mean
-from gaga.diffusion.losses import OneHotLikelihood, l2_loss, nll_estimate
+from gaga.diffusion.forward import remove_mean
+from gaga.diffusion.losses import OneHotLikelihood
 from gaga.diffusion.samplers import FinalState, OneHotDecoder, SamplerOutput
 from gaga.models.base import DiffusionBackbone, NonFiniteLossError, split_by_step
 from gaga.models.build import build
@@ -28,14 +28,7 @@ class EDM(DiffusionBackbone):
         net: config of the dynamics network; `num_features` is filled in from the data.
         schedule: config of the noise schedule (`gaga.diffusion.schedules.NoiseSchedule`).
         dataset: `{name, atom_symbols, num_atoms_hist}` from the training split's statistics.
-        normalizer: `{norm_values: [1, 4, 10], include_charges: false}` (EDM's normalize_factors).
-        optimizer: optimiser config (`_target_` + settings; AdamW with EDM's settings by default).
-        ema_decay: decay of the EMA weights used for validation, sampling and checkpoints' `ema_net` (0 = off).
-        adaptive_clipping: EDM's gradient clipping at 1.5 x mean + 2 x std of the last 50 gradient norms.
-        max_consecutive_nonfinite: stop after this many skipped steps in a row.
-        zero_mean_features: zero-mean the atom features (data and noise) per molecule, as the GAGA reference code does.
-        gaga: `{t_star, v_hat: {pos, h}}` when trained with truncation (set by the GaussianityCallback).
-        seed: seed of the training and validation noise (each step's noise depends only on seed, rank and step).
+        **settings: the settings every backbone takes (`gaga.models.base.SHARED_SETTINGS`).
     """
 
     backbone_name = "edm"
@@ -45,33 +38,17 @@ class EDM(DiffusionBackbone):
         net: dict,
         schedule: dict,
         dataset: dict,
-        normalizer: dict | None = None,
-        optimizer: dict | None = None,
-        ema_decay: float = 0.9999,
-        adaptive_clipping: bool = True,
-        max_consecutive_nonfinite: int = 20,
-        zero_mean_features: bool = False,
-        gaga: dict | None = None,
-        backbone: str = "edm",
-        seed: int = 0,
+        **settings,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.normalizer = Normalizer.from_config(normalizer)
+        self.apply_settings()
         self.num_atom_types = len(dataset["atom_symbols"])
         self.schedule = build(schedule)
         self.normalizer.check_against(self.schedule)
         self.net = build(net, num_features=self.normalizer.num_features(self.num_atom_types))
         self.feature_nll = OneHotLikelihood(self.normalizer)
         self.finish_setup()
-
-    def check_truncatable(self) -> None:
-        super().check_truncatable()
-        if self.normalizer.include_charges:
-            raise ValueError(
-                "GAGA's closed form covers coordinates and one-hot types, not charges: set "
-                "backbone.normalizer.include_charges=false (as the GAGA runs do), or gaga.t_star=off"
-            )
 
     def diffusion_state(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """PyG batch -> normalised (pos zero-CoM, h); h zero-meaned per molecule too with `zero_mean_features`.
@@ -86,37 +63,12 @@ class EDM(DiffusionBackbone):
 
     def training_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         pos, h = self.diffusion_state(batch)
-        loss, t = l2_loss(
-            self.net,
-            self.schedule,
-            self.feature_nll,
-            pos,
-            h,
-            batch.batch,
-            batch.num_graphs,
-            t_max=self.t_max,
-            zero_mean_features=self.hparams.zero_mean_features,
-            generator=generator,
-        )
+        loss, t = self.diffusion_loss(pos, h, batch, generator)
         return {"loss": loss, **split_by_step(loss, t)}
 
     def nll_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         pos, h = self.diffusion_state(batch)
-        return nll_estimate(
-            self.averaged("net"),
-            self.schedule,
-            self.normalizer,
-            pos,
-            h,
-            batch.batch,
-            batch.num_graphs,
-            self.log_prob_num_atoms(batch),
-            self.feature_nll,
-            t_max=self.t_max,
-            prior_variance=self.start_variance(self.t_max),
-            zero_mean_features=self.hparams.zero_mean_features,
-            generator=generator,
-        )
+        return self.diffusion_nll(pos, h, batch, generator)
 
     def decode(self, final: FinalState, use_ema: bool = True) -> SamplerOutput:
         return OneHotDecoder(self.normalizer)(final)

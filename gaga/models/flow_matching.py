@@ -12,7 +12,7 @@ import torch
 
 from gaga.diffusion.flow_matching import integrate, integrate_adaptive, ode_nll, ot_couple, velocity_loss
 from gaga.diffusion.flow_path import LinearPath
-from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
+from gaga.diffusion.forward import remove_mean, sample_noise
 from gaga.diffusion.samplers import SamplerOutput
 from gaga.models.base import DiffusionBackbone
 from gaga.models.build import build
@@ -27,7 +27,8 @@ class FlowMatching(DiffusionBackbone):
             t = k / T) is where GAGA's T* and the samplers' start and stride live.
         ot_coupling: pair noise with data by EquiFM's equivariant OT (Hungarian within atom types + Kabsch).
         nll_steps: Euler steps of the validation NLL (instantaneous change of variables, Hutchinson divergence).
-        Other arguments as for `gaga.models.edm.EDM`.
+        dataset: as for `gaga.models.edm.EDM`.
+        **settings: the settings every backbone takes (`gaga.models.base.SHARED_SETTINGS`).
     """
 
     backbone_name = "flow_matching"
@@ -40,21 +41,13 @@ class FlowMatching(DiffusionBackbone):
         schedule: dict | None = None,
         ot_coupling: bool = False,
         nll_steps: int = 20,
-        normalizer: dict | None = None,
-        optimizer: dict | None = None,
-        ema_decay: float = 0.9999,
-        adaptive_clipping: bool = True,
-        max_consecutive_nonfinite: int = 20,
-        zero_mean_features: bool = False,
-        gaga: dict | None = None,
-        backbone: str = "flow_matching",
-        seed: int = 0,
+        **settings,
     ):
         super().__init__()
         if nll_steps < 1:
             raise ValueError(f"backbone.nll_steps must be >= 1, got {nll_steps}")
         self.save_hyperparameters()
-        self.normalizer = Normalizer.from_config(normalizer)
+        self.apply_settings()
         self.schedule = build(schedule) if schedule else LinearPath()
         self.net = build(net, num_features=self.normalizer.num_features(len(dataset["atom_symbols"])))
         self.finish_setup()
@@ -68,14 +61,6 @@ class FlowMatching(DiffusionBackbone):
 
     def path_scale(self, t: int) -> float:
         return self.schedule.path_scale(t)
-
-    def check_truncatable(self) -> None:
-        super().check_truncatable()
-        if self.normalizer.include_charges:
-            raise ValueError(
-                "GAGA's closed form covers coordinates and one-hot types, not charges: set "
-                "backbone.normalizer.include_charges=false, or gaga.t_star=off"
-            )
 
     # --- objectives -------------------------------------------------------------------------------
 

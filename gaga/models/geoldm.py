@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
-from gaga.diffusion.losses import GaussianLikelihood, l2_loss, nll_estimate, per_molecule_sum, reconstruction_error
+from gaga.diffusion.forward import remove_mean, sample_noise
+from gaga.diffusion.losses import GaussianLikelihood, per_molecule_sum, reconstruction_error
 from gaga.diffusion.samplers import FinalState, SamplerOutput
 from gaga.models.base import DiffusionBackbone, split_by_step, weights_digest
 from gaga.models.build import build
@@ -29,13 +29,15 @@ class GeoLDM(DiffusionBackbone):
         autoencoder_epochs: 0 (the released GeoLDM: the encoder keeps its initial weights) or the number of first
             epochs that train encoder and decoder as a VAE, without diffusion; the encoder is frozen after them.
         kl_weight: weight of the VAE's KL term in those epochs (GeoLDM: 0.01).
-        zero_mean_features: zero-mean the latent features (and their noise) per molecule. GAGA needs it for its
-            closed form (mu_t = 0); the decoder is trained on the centred latents it is later given.
-        Other arguments as for `gaga.models.edm.EDM`.
+        schedule, dataset: as for `gaga.models.edm.EDM`.
+        **settings: the settings every backbone takes (`gaga.models.base.SHARED_SETTINGS`). Here
+            `zero_mean_features` centres the latent features (and their noise) per molecule, as GAGA's closed form
+            needs (mu_t = 0); the decoder is trained on the centred latents it is later given.
     """
 
     backbone_name = "geoldm"
     averaged_modules = ("net", "decoder")
+    diffuses_atom_features = False  # charges enter the encoder only; the latents are what GAGA tests
 
     def __init__(
         self,
@@ -47,15 +49,7 @@ class GeoLDM(DiffusionBackbone):
         latent_nf: int = 1,
         autoencoder_epochs: int = 0,
         kl_weight: float = 0.01,
-        normalizer: dict | None = None,
-        optimizer: dict | None = None,
-        ema_decay: float = 0.9999,
-        adaptive_clipping: bool = True,
-        max_consecutive_nonfinite: int = 20,
-        zero_mean_features: bool = False,
-        gaga: dict | None = None,
-        backbone: str = "geoldm",
-        seed: int = 0,
+        **settings,
     ):
         super().__init__()
         if latent_nf < 1 or autoencoder_epochs < 0:
@@ -64,7 +58,7 @@ class GeoLDM(DiffusionBackbone):
                 f"{autoencoder_epochs}"
             )
         self.save_hyperparameters()
-        self.normalizer = Normalizer.from_config(normalizer)
+        self.apply_settings()
         self.schedule = build(schedule)
         num_features = self.normalizer.num_features(len(dataset["atom_symbols"]))
         self.encoder = build(encoder, num_features=num_features, latent_nf=latent_nf)
@@ -156,39 +150,14 @@ class GeoLDM(DiffusionBackbone):
         if self.in_autoencoder_stage:
             return self.autoencoder_terms(batch, generator)
         z_pos, z_h = self.sampled_latents(batch, generator)
-        diffusion, t = l2_loss(
-            self.net,
-            self.schedule,
-            self.feature_nll,
-            z_pos,
-            z_h,
-            batch.batch,
-            batch.num_graphs,
-            t_max=self.t_max,
-            zero_mean_features=self.hparams.zero_mean_features,
-            generator=generator,
-        )
+        diffusion, t = self.diffusion_loss(z_pos, z_h, batch, generator)
         reconstruction = self._reconstruction(self.decoder, z_pos, z_h, batch, per_dimension=True)
         return {"loss": diffusion + reconstruction, "reconstruction": reconstruction, **split_by_step(diffusion, t)}
 
     def nll_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The latent NLL estimate plus the reconstruction error, as GeoLDM reports its NLL."""
         z_pos, z_h = self.sampled_latents(batch, generator)
-        terms = nll_estimate(
-            self.averaged("net"),
-            self.schedule,
-            self.normalizer,
-            z_pos,
-            z_h,
-            batch.batch,
-            batch.num_graphs,
-            self.log_prob_num_atoms(batch),
-            self.feature_nll,
-            t_max=self.t_max,
-            prior_variance=self.start_variance(self.t_max),
-            zero_mean_features=self.hparams.zero_mean_features,
-            generator=generator,
-        )
+        terms = self.diffusion_nll(z_pos, z_h, batch, generator)
         terms["reconstruction"] = self._reconstruction(self.averaged("decoder"), z_pos, z_h, batch, False)
         terms["nll"] = terms["nll"] + terms["reconstruction"]
         return terms
