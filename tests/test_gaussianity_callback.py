@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gaga.callbacks.gaussianity import GaussianityCallback
-from gaga.gaussianity import TStarResult
+from gaga.gaussianity import FEATURES, POSITIONS, TStarResult, estimate_variance
 from tests.conftest import quiet_trainer, tiny_setup
 
 SETTINGS = {"grid_step": 10, "dataset_molecules": 300, "eps_ds": 0.03, "eps_dep": 0.05, "workers": 1}
@@ -33,6 +33,7 @@ def test_auto_finds_caches_and_checkpoints_t_star(tmp_path, caplog):
     assert 0 < t_star < 100 and model.t_max == model.sampling_start == t_star
     assert model.hparams.gaga["t_star"] == t_star
     assert model.hparams.gaga["v_hat"]["pos"] == pytest.approx(2.0, rel=0.1)  # unbiased variance / 0.96 noise
+    assert callback.result.settings["zero_com_blocks"] == list(model.zero_mean_blocks) == [POSITIONS, FEATURES]
     assert {p.name for p in (tmp_path / "curves").iterdir()} == {"tstar.json", "tstar_curves.csv", "tstar.png"}
     assert TStarResult.load(tmp_path / "curves").t_star == callback.result.t_star
     trainer.save_checkpoint(tmp_path / "m.ckpt")
@@ -45,7 +46,10 @@ def test_auto_finds_caches_and_checkpoints_t_star(tmp_path, caplog):
 
 
 def test_fixed_t_star_and_off(tmp_path):
-    _, model = fit_with(GaussianityCallback(40, **SETTINGS), tmp_path)
+    trainer, model = fit_with(GaussianityCallback(40, **SETTINGS), tmp_path)
+    blocks, offsets = model.gaussianity_data(trainer.datamodule.ordered_loader("train"), progress=False)
+    model_noise = estimate_variance(blocks, offsets, "unbiased", True, (POSITIONS, FEATURES))  # features projected
+    assert model.v_hat["h"] == pytest.approx(model_noise.data[FEATURES] / model_noise.noise[FEATURES], rel=1e-9)
     assert model.t_max == 40 and model.start_variance(40)[0] == pytest.approx(
         1 - float(model.schedule.alpha2(torch.tensor(40))) * (1 - model.v_hat["pos"])
     )

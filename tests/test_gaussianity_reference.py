@@ -1,7 +1,9 @@
 """The vectorised per-molecule procedure against a direct transcription of QuJX/GAGA with scipy and sklearn.
 
 Gaussianity_test.py's gaussianity_score and GAGA_step_estimation.py's first double pass are transcribed here
-literally (np.random.seed(42), np.random.choice, mutual_info_regression, kstest) on real QM9 molecules.
+literally (np.random.seed(42), np.random.choice, mutual_info_regression, kstest) on real QM9 molecules. The noise
+is the reference's own too (`reference_noise`: its modified sample_combined_position_feature_noise centres both
+the coordinate and the atom-type block per molecule), never the implementation's choice.
 """
 
 import numpy as np
@@ -9,8 +11,9 @@ import sklearn
 from scipy.stats import kstest
 from sklearn.feature_selection import mutual_info_regression
 
+from gaga.callbacks.gaussianity import GaussianityCallback
 from gaga.data.elements import QM9_ATOMS
-from gaga.gaussianity import FEATURES, POSITIONS, molecule_blocks
+from gaga.gaussianity import FEATURES, POSITIONS, GaussianitySettings, estimate_variance, molecule_blocks
 from gaga.gaussianity.blocks import SizeGroups
 from gaga.gaussianity.reference_procedure import (
     NOT_REACHED,
@@ -20,11 +23,19 @@ from gaga.gaussianity.reference_procedure import (
     first_double_pass,
     run_test,
 )
-from gaga.gaussianity.tstar import REFERENCE_GRID
+from gaga.gaussianity.tstar import REFERENCE_GRID, per_molecule_plan
 from tests.conftest import EDM_ALPHA_BAR as ALPHA_BAR
+from tests.conftest import tiny_setup
 
 REFERENCE_VARIANCE = {POSITIONS: 1.380, FEATURES: 0.086}  # Gaussianity_test.py's QM9 constants
 K = {POSITIONS: 2, FEATURES: 3}
+
+
+def reference_noise(x0, rng):
+    """The reference's forward noise for one molecule's block: standard normal, minus its mean over the atoms
+    (both blocks: coordinates and atom types)."""
+    eps = rng.standard_normal(x0.shape)
+    return eps - eps.mean(axis=0)
 
 
 def reference_mi_score(X, k, n_pairs):
@@ -40,9 +51,11 @@ def reference_block_passes(X, variance, k):
     """gaussianity_score(X, mean=0, variance, alpha=0.05, k)["Overall_passed"]; `and` skips work, not results."""
     X_std = (X - 0) / np.sqrt(variance)
     n_pairs = X.shape[0] * 2
-    return bool(kstest(X_std.flatten(), "norm")[1] > 0.05
-                and reference_mi_score(X_std.T, k, n_pairs) < 0.1
-                and reference_mi_score(X_std, k, n_pairs) < 0.1)
+    return bool(
+        kstest(X_std.flatten(), "norm")[1] > 0.05
+        and reference_mi_score(X_std.T, k, n_pairs) < 0.1
+        and reference_mi_score(X_std, k, n_pairs) < 0.1
+    )
 
 
 def reference_first_double_pass(passes_by_step):
@@ -68,15 +81,17 @@ def test_pass_fail_equals_transcription_on_50_molecules(qm9_train):
             for t in (300, 400, 500):
                 for m in range(len(smallest)):
                     for block, values in blocks.items():
-                        x0 = values[offsets[m]:offsets[m + 1]]
-                        eps = rng.standard_normal(x0.shape)
-                        if block == POSITIONS:
-                            eps -= eps.mean(axis=0)
+                        x0 = values[offsets[m] : offsets[m + 1]]
+                        eps = reference_noise(x0, rng)
                         z = np.sqrt(ALPHA_BAR[t]) * x0 + np.sqrt(1 - ALPHA_BAR[t]) * eps
                         v = expected_variance(block, t)
                         oracle.append(reference_block_passes(z, v, K[block]))
-                        ours.append(all(run_test(test, z[None], v, K[block], 0.05, 0.1, np.float32)[0]
-                                        for test in ("ks", "mi_atoms", "mi_columns")))
+                        ours.append(
+                            all(
+                                run_test(test, z[None], v, K[block], 0.05, 0.1, np.float32)[0]
+                                for test in ("ks", "mi_atoms", "mi_columns")
+                            )
+                        )
     finally:
         np.random.set_state(saved)
     assert len(oracle) == 3 * 50 * 2
@@ -112,3 +127,36 @@ def test_short_circuit_leaves_every_molecules_step_unchanged(qm9_sample):
             expected = [reference_first_double_pass(row) for row in passes]
             np.testing.assert_array_equal(steps[criterion], expected, err_msg=f"{criterion}, {n} atoms")
         assert (steps[OVERALL] != NOT_REACHED).any()
+
+
+def test_evaluator_noise_is_the_reference_noise_for_a_gaga_model(qm9_sample):
+    """The per-molecule procedure, configured as the callback configures it for a GAGA model (features zero-meaned),
+    noises each molecule exactly as the reference: the same raw normal draws, centred per molecule in both blocks."""
+    _, model = tiny_setup(zero_mean_features=True)
+    settings = GaussianityCallback("auto", mode="per_molecule").evaluator_settings(model)
+    blocks, offsets = molecule_blocks(qm9_sample, QM9_ATOMS)
+    grid = np.array(REFERENCE_GRID)
+    variance = estimate_variance(blocks, offsets, "reference_rms")
+    plan = per_molecule_plan(blocks, ALPHA_BAR, variance, settings, grid)
+    x0 = {b: SizeGroups.from_offsets(offsets).gather(blocks[b], 9, slice(0, 20)) for b in blocks}
+    task, raw = MoleculeTask(x0, plan, (3, 9)), np.random.default_rng([3, 9])
+    for t_index, t in enumerate(grid[:3]):
+        ours = task.noised_blocks(t_index)
+        for block in blocks:  # the task draws [molecules, N, F] float32 per block, in block order
+            draws = raw.standard_normal(x0[block].shape, dtype=np.float32)
+            eps = np.stack([reference_noise(d, _Replay(d)) for d in draws])
+            expected = np.sqrt(ALPHA_BAR[t]) * x0[block] + np.sqrt(1 - ALPHA_BAR[t]) * eps
+            np.testing.assert_allclose(ours[block], expected, atol=1e-5, err_msg=f"{block} at t = {t}")
+    default = per_molecule_plan(blocks, ALPHA_BAR, variance, GaussianitySettings(mode="per_molecule"), grid)
+    assert FEATURES not in default.zero_com_blocks  # the settings' own default is not the model's noise
+
+
+class _Replay:
+    """A generator that returns given draws: feeds the implementation's raw normals to the reference's centring."""
+
+    def __init__(self, draws):
+        self.draws = draws
+
+    def standard_normal(self, shape):
+        assert self.draws.shape == shape
+        return self.draws

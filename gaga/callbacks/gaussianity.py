@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -114,23 +115,28 @@ class GaussianityCallback(pl.Callback):
 
     # --- computing T* and v_hat -------------------------------------------------------------------
 
+    def evaluator_settings(self, pl_module) -> GaussianitySettings:
+        """The settings with the model's own noise: the blocks it projects to zero mean per molecule
+        (`DiffusionBackbone.zero_mean_blocks`), so the evaluator tests the distribution the model trains on."""
+        return replace(self.settings, zero_com_blocks=tuple(pl_module.zero_mean_blocks))
+
     def _truncation(self, trainer: pl.Trainer, pl_module) -> dict:
         datamodule = trainer.datamodule
+        settings = self.evaluator_settings(pl_module)
 
         def training_arrays():
             return pl_module.gaussianity_data(datamodule.ordered_loader("train"), progress=interactive())
 
         if self.t_star == "auto":
-            key = self._cache_key(datamodule.identity(), pl_module.gaussianity_identity())
-            self.result = self._evaluate(training_arrays, pl_module, key)
+            key = self._cache_key(datamodule.identity(), pl_module.gaussianity_identity(), settings)
+            self.result = self._evaluate(training_arrays, pl_module, key, settings)
             t_star = self.result.truncation_step(pl_module.schedule.timesteps)
             variance = VarianceEstimate.from_dict(self.result.variance)
         else:
             t_star = int(self.t_star)
             blocks, offsets = training_arrays()
-            zero_com = self.settings.zero_com_blocks
             variance = estimate_variance(
-                blocks, offsets, self.settings.estimator, self.settings.per_component, zero_com
+                blocks, offsets, settings.estimator, settings.per_component, settings.zero_com_blocks
             )
         v_hat = {
             key: variance.data[variance.component(block)] / variance.noise[variance.component(block)]
@@ -138,11 +144,12 @@ class GaussianityCallback(pl.Callback):
         }
         return {"t_star": t_star, "v_hat": v_hat}
 
-    def _cache_key(self, data_identity: dict, model_identity: dict) -> str:
-        identity = {**data_identity, **model_identity, "settings": self.settings.to_dict()}
+    @staticmethod
+    def _cache_key(data_identity: dict, model_identity: dict, settings: GaussianitySettings) -> str:
+        identity = {**data_identity, **model_identity, "settings": settings.to_dict()}
         return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
-    def _evaluate(self, training_arrays, pl_module, key: str) -> TStarResult:
+    def _evaluate(self, training_arrays, pl_module, key: str, settings: GaussianitySettings) -> TStarResult:
         """The evaluator's result for this data and model: from the cache, else computed (and cached)."""
         cached = self.cache_dir / f"tstar_{key}.json" if self.cache_dir else None
         result = None
@@ -154,7 +161,7 @@ class GaussianityCallback(pl.Callback):
                 log.warning("ignoring unreadable T* cache %s (%s); recomputing", cached, error)
         if result is None:
             blocks, offsets = training_arrays()
-            result = find_t_star(blocks, offsets, pl_module.schedule.alpha_bar(), self.settings, progress=interactive())
+            result = find_t_star(blocks, offsets, pl_module.schedule.alpha_bar(), settings, progress=interactive())
             if cached is not None:
                 write_text_atomically(cached, result.to_json())
         if self.out_dir is not None:

@@ -33,6 +33,8 @@ class GaussianitySettings:
     300, 350, ..., 800 (per_molecule). k_neighbors maps block -> k (others use 3); tested_blocks None = all;
     functional_weights None = 1 for every order 3..functional_order.
     single_precision: per-molecule k-NN distances in float32 (about 2x faster, see mutual_info).
+    zero_com_blocks: the blocks whose forward noise is projected to zero mean per molecule; the callback sets it from
+    the model (`DiffusionBackbone.zero_mean_blocks`: both blocks under GAGA), so the evaluator noises as the model.
     """
 
     mode: str = "dataset"
@@ -62,8 +64,12 @@ class GaussianitySettings:
     workers: int = 2
 
     def __post_init__(self):
-        choices = {"mode": MODES, "search": ("grid", "bisection"), "aggregate": ("mean", "quantile"),
-                   "variance_estimator": ESTIMATORS + ("auto",)}
+        choices = {
+            "mode": MODES,
+            "search": ("grid", "bisection"),
+            "aggregate": ("mean", "quantile"),
+            "variance_estimator": ESTIMATORS + ("auto",),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"gaussianity settings: {name}={getattr(self, name)!r}; use one of {allowed}")
@@ -134,11 +140,15 @@ def _dataset_mode(blocks, offsets, alpha_bar, variance, settings, grid, rng, pro
             cache = values.setdefault(f"{kind}:{block}", {})
             if t not in cache:
                 v_t = float(marginal_variance(variance, alpha_bar[t])[variance.component(block)])
-                cache[t] = (sample.ks_distance(block, alpha_bar[t], v_t) if kind == "D"
-                            else sample.dependence(block, alpha_bar[t], settings.k_for(block), settings.workers))
+                cache[t] = (
+                    sample.ks_distance(block, alpha_bar[t], v_t)
+                    if kind == "D"
+                    else sample.dependence(block, alpha_bar[t], settings.k_for(block), settings.workers)
+                )
                 if progress is not None:
                     progress.update(1)
             return cache[t]
+
         return evaluate
 
     t_ds = {b: first_below(statistic("D", b), grid, settings.eps_ds, bisection) for b in blocks}
@@ -159,12 +169,27 @@ def _aggregate(steps: np.ndarray, aggregate: str, quantile: float) -> float | No
     return float(np.quantile(reached, quantile, method="nearest"))
 
 
+def per_molecule_plan(
+    blocks, alpha_bar, variance: VarianceEstimate, settings: GaussianitySettings, grid
+) -> PerMoleculePlan:
+    """The reference procedure's plan for `blocks`: expected v_t per grid step, k, thresholds and the settings' noise
+    (zero-mean per molecule in settings.zero_com_blocks; the callback sets these from the model)."""
+    expected = {b: marginal_variance(variance, alpha_bar[grid])[variance.component(b)] for b in blocks}
+    return PerMoleculePlan(
+        grid,
+        alpha_bar,
+        expected,
+        {b: settings.k_for(b) for b in blocks},
+        settings.alpha,
+        settings.mi_threshold,
+        settings.zero_com_blocks,
+        np.float32 if settings.single_precision else np.float64,
+    )
+
+
 def _per_molecule_mode(blocks, offsets, alpha_bar, variance, settings, grid, rng, progress):
     ids = _sample_ids(offsets, settings.min_atoms, settings.per_molecule_sample, rng)
-    expected = {b: marginal_variance(variance, alpha_bar[grid])[variance.component(b)] for b in blocks}
-    plan = PerMoleculePlan(grid, alpha_bar, expected, {b: settings.k_for(b) for b in blocks}, settings.alpha,
-                           settings.mi_threshold, settings.zero_com_blocks,
-                           np.float32 if settings.single_precision else np.float64)
+    plan = per_molecule_plan(blocks, alpha_bar, variance, settings, grid)
     if progress is not None:
         progress.reset(total=len(ids))
     steps = first_passing_steps(blocks, offsets, ids, plan, settings.seed, settings.workers, progress)
@@ -172,18 +197,35 @@ def _per_molecule_mode(blocks, offsets, alpha_bar, variance, settings, grid, rng
     quantiles = {name: _aggregate(s, "quantile", settings.quantile) for name, s in steps.items()}
     raw = means if settings.aggregate == "mean" else quantiles
     step = {name: None if v is None else int(round(v)) for name, v in raw.items()}
-    curves = {f"reached:{name}": [float(np.mean((s != NOT_REACHED) & (s <= t))) for t in grid]
-              for name, s in steps.items()}
-    summary = {"molecules": len(ids), "skipped_small": int(np.sum(np.diff(offsets) < settings.min_atoms)),
-               "t_mean": means, "t_quantile": quantiles,
-               "fraction_reached": {name: float(np.mean(s != NOT_REACHED)) for name, s in steps.items()}}
-    return ({b: step[f"{b}/ds"] for b in blocks}, {b: step[f"{b}/id"] for b in blocks},
-            {b: step[f"{b}/star"] for b in blocks}, step[OVERALL], [int(t) for t in grid], curves, summary)
+    curves = {
+        f"reached:{name}": [float(np.mean((s != NOT_REACHED) & (s <= t))) for t in grid] for name, s in steps.items()
+    }
+    summary = {
+        "molecules": len(ids),
+        "skipped_small": int(np.sum(np.diff(offsets) < settings.min_atoms)),
+        "t_mean": means,
+        "t_quantile": quantiles,
+        "fraction_reached": {name: float(np.mean(s != NOT_REACHED)) for name, s in steps.items()},
+    }
+    return (
+        {b: step[f"{b}/ds"] for b in blocks},
+        {b: step[f"{b}/id"] for b in blocks},
+        {b: step[f"{b}/star"] for b in blocks},
+        step[OVERALL],
+        [int(t) for t in grid],
+        curves,
+        summary,
+    )
 
 
-def find_t_star(blocks: dict[str, np.ndarray], offsets: np.ndarray, alpha_bar: np.ndarray,
-                settings: GaussianitySettings | None = None, progress: bool = True,
-                variance: VarianceEstimate | None = None) -> TStarResult:
+def find_t_star(
+    blocks: dict[str, np.ndarray],
+    offsets: np.ndarray,
+    alpha_bar: np.ndarray,
+    settings: GaussianitySettings | None = None,
+    progress: bool = True,
+    variance: VarianceEstimate | None = None,
+) -> TStarResult:
     """T_ID, T_DS and T* of zero-meaned blocks (see blocks.molecule_blocks) under alpha_bar[t], t = 0..T.
 
     `variance` defaults to the settings' estimator on these blocks (all molecules, before any subsampling).
@@ -199,21 +241,27 @@ def find_t_star(blocks: dict[str, np.ndarray], offsets: np.ndarray, alpha_bar: n
     missing = sorted(set(tested) - set(blocks))
     if missing:
         raise ValueError(f"gaussianity settings: tested_blocks {missing} are not among the blocks {sorted(blocks)}")
-    variance = variance or estimate_variance(blocks, offsets, settings.estimator, settings.per_component,
-                                             settings.zero_com_blocks)
+    variance = variance or estimate_variance(
+        blocks, offsets, settings.estimator, settings.per_component, settings.zero_com_blocks
+    )
     grid = _grid(settings, len(alpha_bar) - 1)
     rng = np.random.default_rng(settings.seed)
     run = _dataset_mode if settings.mode == "dataset" else _per_molecule_mode
     tested_blocks = {b: blocks[b] for b in tested}
     unit = "statistic" if settings.mode == "dataset" else "molecule"
     with tqdm(desc=f"T* ({settings.mode})", disable=not progress, unit=unit) as bar:
-        t_ds, t_id, by_block, t_star, steps, curves, summary = run(tested_blocks, offsets, alpha_bar, variance,
-                                                                   settings, grid, rng, bar)
-    curves = {"t": steps, **curves, **_variance_and_functional_curves(tested_blocks, offsets, alpha_bar, variance,
-                                                                       settings, steps, rng)}
+        t_ds, t_id, by_block, t_star, steps, curves, summary = run(
+            tested_blocks, offsets, alpha_bar, variance, settings, grid, rng, bar
+        )
+    curves = {
+        "t": steps,
+        **curves,
+        **_variance_and_functional_curves(tested_blocks, offsets, alpha_bar, variance, settings, steps, rng),
+    }
     summary["run_time_s"] = time.perf_counter() - start
-    return TStarResult(settings.mode, t_star, by_block, t_id, t_ds, variance.to_dict(), settings.to_dict(),
-                       curves, summary)
+    return TStarResult(
+        settings.mode, t_star, by_block, t_id, t_ds, variance.to_dict(), settings.to_dict(), curves, summary
+    )
 
 
 def _variance_and_functional_curves(blocks, offsets, alpha_bar, variance, settings, steps, rng) -> dict[str, list]:
@@ -224,7 +272,12 @@ def _variance_and_functional_curves(blocks, offsets, alpha_bar, variance, settin
     for block, values in blocks.items():
         v_t = marginal_variance(variance, alpha_bar[steps])[variance.component(block)]
         curves[f"v:{block}"] = [float(v) for v in v_t]
-        h_t = functional_along_t(values[rows], alpha_bar[steps], settings.functional_order,
-                                 settings.functional_beta, settings.functional_weights)
+        h_t = functional_along_t(
+            values[rows],
+            alpha_bar[steps],
+            settings.functional_order,
+            settings.functional_beta,
+            settings.functional_weights,
+        )
         curves[f"H:{block}"] = [float(h) for h in h_t]
     return curves
