@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from gaga.config import CONFIG_DIR
-from gaga.console import interactive, quiet_third_party, say
+from gaga.console import quiet_third_party, say
 
 log = logging.getLogger("gaga")
 
@@ -40,9 +40,7 @@ def find(cfg: DictConfig):
     model.check_truncatable()
     if not model.gaussianity_ready:
         raise SystemExit("error: this backbone's latents are final only after training its autoencoder; train it")
-    key = callback._cache_key(datamodule.identity(), model.gaussianity_identity())
-    loader = datamodule.ordered_loader("train")
-    return callback._evaluate(lambda: model.gaussianity_data(loader, progress=interactive()), model, key)
+    return callback.evaluate(datamodule, model)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="tstar", version_base="1.3")

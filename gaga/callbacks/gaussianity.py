@@ -23,10 +23,9 @@ from gaga.gaussianity import (
     POSITIONS,
     GaussianitySettings,
     TStarResult,
-    VarianceEstimate,
-    estimate_variance,
     find_t_star,
 )
+from gaga.gaussianity.choice import choose_variance
 
 log = logging.getLogger(__name__)
 
@@ -120,28 +119,29 @@ class GaussianityCallback(pl.Callback):
         (`DiffusionBackbone.zero_mean_blocks`), so the evaluator tests the distribution the model trains on."""
         return replace(self.settings, zero_com_blocks=tuple(pl_module.zero_mean_blocks))
 
-    def _truncation(self, trainer: pl.Trainer, pl_module) -> dict:
-        datamodule = trainer.datamodule
+    def evaluate(self, datamodule, pl_module) -> TStarResult:
+        """The evaluator's result on the model's training arrays with the model's noise (cached); sets `result`."""
         settings = self.evaluator_settings(pl_module)
 
         def training_arrays():
             return pl_module.gaussianity_data(datamodule.ordered_loader("train"), progress=interactive())
 
+        key = self._cache_key(datamodule.identity(), pl_module.gaussianity_identity(), settings)
+        self.result = self._evaluate(training_arrays, pl_module, key, settings)
+        return self.result
+
+    def _truncation(self, trainer: pl.Trainer, pl_module) -> dict:
+        datamodule = trainer.datamodule
+        settings = self.evaluator_settings(pl_module)
         if self.t_star == "auto":
-            key = self._cache_key(datamodule.identity(), pl_module.gaussianity_identity(), settings)
-            self.result = self._evaluate(training_arrays, pl_module, key, settings)
+            self.evaluate(datamodule, pl_module)
             t_star = self.result.truncation_step(pl_module.schedule.timesteps)
-            variance = VarianceEstimate.from_dict(self.result.variance)
+            start = self.result.summary["start_v_hat"]
         else:
             t_star = int(self.t_star)
-            blocks, offsets = training_arrays()
-            variance = estimate_variance(
-                blocks, offsets, settings.estimator, settings.per_component, settings.zero_com_blocks
-            )
-        v_hat = {
-            key: variance.data[variance.component(block)] / variance.noise[variance.component(block)]
-            for key, block in (("pos", POSITIONS), ("h", FEATURES))
-        }
+            blocks, offsets = pl_module.gaussianity_data(datamodule.ordered_loader("train"), progress=interactive())
+            _, start = choose_variance(blocks, offsets, settings.variance_choice, settings.zero_com_blocks)
+        v_hat = {key: float(start[block]) for key, block in (("pos", POSITIONS), ("h", FEATURES))}
         return {"t_star": t_star, "v_hat": v_hat}
 
     @staticmethod

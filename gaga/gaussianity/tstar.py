@@ -12,12 +12,13 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from gaga.gaussianity.blocks import FEATURES, POSITIONS, SizeGroups, validate_blocks
+from gaga.gaussianity.choice import VARIANCES, choose_variance
 from gaga.gaussianity.closed_form import marginal_variance
 from gaga.gaussianity.dataset_mode import DatasetSample, first_below
 from gaga.gaussianity.functional import functional_along_t
 from gaga.gaussianity.reference_procedure import NOT_REACHED, OVERALL, PerMoleculePlan, first_passing_steps
 from gaga.gaussianity.result import TStarResult
-from gaga.gaussianity.variance import ESTIMATORS, VarianceEstimate, estimate_variance
+from gaga.gaussianity.variance import VarianceEstimate
 
 MODES = ("dataset", "per_molecule")
 DEFAULT_K = 3
@@ -28,9 +29,10 @@ REFERENCE_GRID = tuple(range(300, 801, 50))
 class GaussianitySettings:
     """Evaluator settings (flat, for Hydra). Fields that apply to one mode say so.
 
-    variance_estimator "auto" means "unbiased" (the paper) in dataset mode and "reference_rms" (the reference
-    code's 1.380 / 0.086) in per_molecule mode. grid None means 0..T every grid_step (dataset) or
-    300, 350, ..., 800 (per_molecule). k_neighbors maps block -> k (others use 3); tested_blocks None = all;
+    variance: the variance choice (gaussianity.choice) that sets both the tested Gaussian and the sampler's start:
+    "exact", "paper" or "reference"; "auto" means "exact" in dataset mode and "reference" in per_molecule mode.
+    grid None means 0..T every grid_step (dataset) or 300, 350, ..., 800 (per_molecule). k_neighbors maps
+    block -> k (others use 3); tested_blocks None = all;
     functional_weights None = 1 for every order 3..functional_order.
     single_precision: per-molecule k-NN distances in float32 (about 2x faster, see mutual_info).
     zero_com_blocks: the blocks whose forward noise is projected to zero mean per molecule; the callback sets it from
@@ -45,8 +47,7 @@ class GaussianitySettings:
     grid_step: int = 50
     tested_blocks: tuple[str, ...] | None = None
     zero_com_blocks: tuple[str, ...] = (POSITIONS,)
-    variance_estimator: str = "auto"
-    per_component: bool = True
+    variance: str = "auto"
     k_neighbors: dict[str, int] = field(default_factory=lambda: {POSITIONS: 2, FEATURES: 3})
     dataset_molecules: int = 5000
     max_column_pairs: int = 16
@@ -68,7 +69,7 @@ class GaussianitySettings:
             "mode": MODES,
             "search": ("grid", "bisection"),
             "aggregate": ("mean", "quantile"),
-            "variance_estimator": ESTIMATORS + ("auto",),
+            "variance": VARIANCES + ("auto",),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -80,10 +81,10 @@ class GaussianitySettings:
             raise ValueError(f"gaussianity settings: quantile must be in (0, 1), got {self.quantile}")
 
     @property
-    def estimator(self) -> str:
-        if self.variance_estimator != "auto":
-            return self.variance_estimator
-        return "unbiased" if self.mode == "dataset" else "reference_rms"
+    def variance_choice(self) -> str:
+        if self.variance != "auto":
+            return self.variance
+        return "exact" if self.mode == "dataset" else "reference"
 
     def k_for(self, block: str) -> int:
         return int(self.k_neighbors.get(block, DEFAULT_K))
@@ -228,12 +229,13 @@ def find_t_star(
 ) -> TStarResult:
     """T_ID, T_DS and T* of zero-meaned blocks (see blocks.molecule_blocks) under alpha_bar[t], t = 0..T.
 
-    `variance` defaults to the settings' estimator on these blocks (all molecules, before any subsampling).
+    `variance` defaults to the settings' variance choice on these blocks (all molecules, before any subsampling);
+    summary["start_v_hat"] holds the sampler's start v_hat per block that goes with it (gaussianity.choice).
     """
     from tqdm.auto import tqdm
 
     settings = settings or GaussianitySettings()
-    start = time.perf_counter()
+    start_time = time.perf_counter()
     offsets = np.asarray(offsets, dtype=np.int64)
     alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
     validate_blocks(blocks, offsets, settings.zero_com_blocks, source="find_t_star blocks")
@@ -241,9 +243,10 @@ def find_t_star(
     missing = sorted(set(tested) - set(blocks))
     if missing:
         raise ValueError(f"gaussianity settings: tested_blocks {missing} are not among the blocks {sorted(blocks)}")
-    variance = variance or estimate_variance(
-        blocks, offsets, settings.estimator, settings.per_component, settings.zero_com_blocks
-    )
+    if variance is None:
+        variance, start = choose_variance(blocks, offsets, settings.variance_choice, settings.zero_com_blocks)
+    else:
+        start = {b: variance.data[variance.component(b)] / variance.noise[variance.component(b)] for b in blocks}
     grid = _grid(settings, len(alpha_bar) - 1)
     rng = np.random.default_rng(settings.seed)
     run = _dataset_mode if settings.mode == "dataset" else _per_molecule_mode
@@ -258,7 +261,9 @@ def find_t_star(
         **curves,
         **_variance_and_functional_curves(tested_blocks, offsets, alpha_bar, variance, settings, steps, rng),
     }
-    summary["run_time_s"] = time.perf_counter() - start
+    summary["run_time_s"] = time.perf_counter() - start_time
+    summary["variance_choice"] = settings.variance_choice
+    summary["start_v_hat"] = start
     return TStarResult(
         settings.mode, t_star, by_block, t_id, t_ds, variance.to_dict(), settings.to_dict(), curves, summary
     )

@@ -1,0 +1,41 @@
+"""GAGA's variance choice: one setting that fixes both the Gaussian the evaluator tests against and the sampler's start.
+
+- "paper": the paper's scalar v_hat (per-molecule unbiased variance over all of a molecule's entries, averaged over
+  molecules) in v_t = 1 - alpha_bar_t (1 - v_hat) for every block, test and start alike.
+- "reference": QuJX/GAGA's code: its test uses the per-block mean per-molecule RMS (QM9: 1.380 / 0.086) in
+  v_t = alpha_bar_t v + (1 - alpha_bar_t); its sampler starts every block at the pooled RMS over all columns (QM9:
+  0.848, so v_550 = 0.926).
+- "exact": per block, the unbiased variance in units of the estimator's own value on the model's (zero-mean
+  projected) noise, so v_t is what the estimator measures on x_t; the start uses the same v_hat.
+
+The start v_hat is per block in units of the model's noise (variance 1 per degree of freedom): the sampler draws
+projected standard noise times sqrt(alpha_bar_t v_hat + 1 - alpha_bar_t) (closed_form.sample_reference_gaussian).
+"""
+
+from __future__ import annotations
+
+from gaga.gaussianity.blocks import POSITIONS
+from gaga.gaussianity.variance import POOLED, VarianceEstimate, estimate_variance
+
+VARIANCES = ("exact", "paper", "reference")
+
+
+def choose_variance(blocks, offsets, choice: str, zero_com_blocks=(POSITIONS,)) -> tuple[VarianceEstimate, dict]:
+    """(test, start): the estimate the evaluator tests against and the start v_hat per block of `blocks`."""
+    if choice == "exact":
+        test = estimate_variance(blocks, offsets, "unbiased", True, zero_com_blocks)
+        return test, {b: test.data[b] / test.noise[b] for b in blocks}
+    if choice == "paper":
+        pooled = estimate_variance(blocks, offsets, "unbiased", False, zero_com_blocks)
+        test = VarianceEstimate("unbiased", False, dict(pooled.data), {POOLED: 1.0})  # the paper's unit noise
+        return test, {b: pooled.data[POOLED] for b in blocks}
+    if choice == "reference":
+        test = estimate_variance(blocks, offsets, "reference_rms", True, zero_com_blocks)
+        start = estimate_variance(blocks, offsets, "reference_rms", False, zero_com_blocks).data[POOLED]
+        return test, {b: start for b in blocks}
+    raise ValueError(f"gaga.variance={choice!r}; use one of {VARIANCES}")
+
+
+def start_variance(start: dict, alpha_bar_t: float) -> dict:
+    """Per-degree-of-freedom variance of the start Gaussian at a step: alpha_bar_t v_hat + 1 - alpha_bar_t."""
+    return {b: alpha_bar_t * v + 1.0 - alpha_bar_t for b, v in start.items()}

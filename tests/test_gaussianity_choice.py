@@ -1,0 +1,98 @@
+"""gaga.variance: each choice's tested Gaussian and start Gaussian against hand computations from the schedule and
+per-molecule moments (plain loops over molecules, numpy's var/mean), and the reference code's own v_550 = 0.9261."""
+
+import numpy as np
+import pytest
+
+from gaga.callbacks.gaussianity import GaussianityCallback
+from gaga.data.elements import QM9_ATOMS
+from gaga.gaussianity import FEATURES, POSITIONS, marginal_variance, molecule_blocks
+from gaga.gaussianity.choice import choose_variance, start_variance
+from tests.conftest import EDM_ALPHA_BAR as ALPHA_BAR
+from tests.conftest import tiny_setup
+
+T_STAR = 550
+BOTH = (POSITIONS, FEATURES)
+
+
+@pytest.fixture(scope="module")
+def molecules(qm9_sample):
+    blocks, offsets = molecule_blocks(qm9_sample.subset(np.arange(200)), QM9_ATOMS)
+    return blocks, offsets, [{b: v[offsets[i] : offsets[i + 1]] for b, v in blocks.items()} for i in range(200)]
+
+
+def hand_start(choice, per_molecule):
+    """Start variance per degree of freedom at T* = 550 for both blocks, by hand."""
+    a = ALPHA_BAR[T_STAR]
+    if choice == "paper":  # v_hat: mean of each molecule's unbiased variance over all its entries
+        v = np.mean([np.var(np.concatenate([m[POSITIONS].ravel(), m[FEATURES].ravel()]), ddof=1) for m in per_molecule])
+        return {b: 1 - a * (1 - v) for b in BOTH}
+    if choice == "reference":  # mean per-molecule RMS over all columns, used as a variance
+        v = np.mean(
+            [np.sqrt(np.mean(np.concatenate([m[POSITIONS].ravel(), m[FEATURES].ravel()]) ** 2)) for m in per_molecule]
+        )
+        return {b: a * v + 1 - a for b in BOTH}
+    # exact: unbiased variance per block over its value on zero-mean noise, E = F (N - 1) / (N F - 1)
+    start = {}
+    for b in BOTH:
+        v = np.mean([np.var(m[b].ravel(), ddof=1) for m in per_molecule])
+        noise = np.mean([m[b].shape[1] * (len(m[b]) - 1) / (m[b].size - 1) for m in per_molecule])
+        start[b] = a * v / noise + 1 - a
+    return start
+
+
+@pytest.mark.parametrize("choice", ["paper", "reference", "exact"])
+def test_start_variance_at_550_equals_hand_computation(molecules, choice):
+    blocks, offsets, per_molecule = molecules
+    _, start = choose_variance(blocks, offsets, choice, BOTH)
+    expected = hand_start(choice, per_molecule)
+    for b in BOTH:
+        assert start_variance(start, ALPHA_BAR[T_STAR])[b] == pytest.approx(expected[b], rel=1e-10), b
+
+
+def test_tested_gaussian_of_each_choice(molecules):
+    blocks, offsets, per_molecule = molecules
+    a = ALPHA_BAR[T_STAR]
+    paper, _ = choose_variance(blocks, offsets, "paper", BOTH)
+    assert marginal_variance(paper, a)["all"] == pytest.approx(hand_start("paper", per_molecule)[POSITIONS])
+    reference, _ = choose_variance(blocks, offsets, "reference", BOTH)
+    for b in BOTH:  # the reference tests each block against its own RMS
+        rms = np.mean([np.sqrt(np.mean(m[b] ** 2)) for m in per_molecule])
+        assert marginal_variance(reference, a)[b] == pytest.approx(a * rms + 1 - a)
+    exact, start = choose_variance(blocks, offsets, "exact", BOTH)
+    for b in BOTH:  # what the unbiased estimator sees on x_t: alpha_bar v + (1 - alpha_bar) E[noise]
+        v = np.mean([np.var(m[b].ravel(), ddof=1) for m in per_molecule])
+        noise = np.mean([m[b].shape[1] * (len(m[b]) - 1) / (m[b].size - 1) for m in per_molecule])
+        assert marginal_variance(exact, a)[b] == pytest.approx(a * v + (1 - a) * noise)
+    with pytest.raises(ValueError, match="gaga.variance"):
+        choose_variance(blocks, offsets, "mine", BOTH)
+
+
+def test_reference_start_is_the_reference_codes_v550(qm9_train):
+    """QuJX/GAGA: dataset variance 0.848 and, in its own comment, v_550 = 0.9261."""
+    blocks, offsets = molecule_blocks(qm9_train, QM9_ATOMS)
+    _, start = choose_variance(blocks, offsets, "reference", BOTH)
+    assert start[POSITIONS] == start[FEATURES] == pytest.approx(0.848, abs=0.001)
+    assert start_variance(start, ALPHA_BAR[T_STAR])[POSITIONS] == pytest.approx(0.9261, abs=0.0005)
+
+
+@pytest.mark.parametrize("choice", ["paper", "reference"])
+def test_callback_gives_the_model_the_choice_start(tmp_path, choice):
+    from tests.conftest import quiet_trainer
+
+    datamodule, model = tiny_setup(zero_mean_features=True)
+    callback = GaussianityCallback(40, variance=choice, workers=1)
+    trainer = quiet_trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        logger=False,
+        default_root_dir=tmp_path,
+        callbacks=[callback],
+    )
+    trainer.fit(model, datamodule=datamodule)
+    blocks, offsets = model.gaussianity_data(datamodule.ordered_loader("train"), progress=False)
+    _, start = choose_variance(blocks, offsets, choice, BOTH)
+    a = model.alpha_bar(40)
+    assert model.start_variance(40) == pytest.approx((a * start[POSITIONS] + 1 - a, a * start[FEATURES] + 1 - a))
+    assert model.v_hat["pos"] == model.v_hat["h"]  # both choices start every block at one scalar
