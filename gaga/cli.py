@@ -25,7 +25,8 @@ PUBLISHED = {
 
 
 def _instantiate(config, **kwargs):
-    """Instantiate a config; a constructor's ValueError (a bad setting) ends the run with its one-line message."""
+    """Instantiate a config; a constructor's ValueError or TypeError (a bad setting) ends the run with a one-line
+    message naming the target."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -34,7 +35,20 @@ def _instantiate(config, **kwargs):
     except InstantiationException as error:
         if isinstance(error.__cause__, ValueError):
             raise SystemExit(f"error: {error.__cause__}") from None
+        if isinstance(error.__cause__, TypeError):
+            target = config.get("_target_", "?") if isinstance(config, DictConfig) else "?"
+            raise SystemExit(f"error: bad settings for {target}: {error.__cause__}; check its keys and types") from None
         raise
+
+
+def _checked(cfg: DictConfig) -> None:
+    """Stop with one line naming the setting when `cfg` breaks a rule of gaga.checks (before any work)."""
+    from gaga.checks import SettingsError, check_settings
+
+    try:
+        check_settings(cfg)
+    except SettingsError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def _instantiate_all(group: DictConfig | None) -> list:
@@ -56,25 +70,31 @@ def run_training(cfg: DictConfig) -> dict:
     Callbacks, loggers and trainer are built first, so a bad setting stops the run before any data load.
     """
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
     from gaga import tracking
+    from gaga.checks import check_split_sizes
     from gaga.data.summary import data_summary
+    from gaga.sampling import read_checkpoint
 
+    _checked(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     start = time.perf_counter()
     callbacks = _instantiate_all(cfg.get("callbacks")) + ([_instantiate(cfg.gaga)] if cfg.get("gaga") else [])
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    datamodule = instantiate(cfg.data)
+    datamodule = _instantiate(cfg.data)
+    resume = _resume_path(cfg.get("ckpt_path"), trainer)
     try:
         print(data_summary(datamodule))
-    except (FileNotFoundError, ValueError) as error:  # missing or bad data: the message says what to do
+        check_split_sizes(datamodule.batch_size, {name: len(split) for name, split in datamodule.splits.items()})
+        if resume not in (None, "last", "best", "hpc"):  # a checkpoint of this backbone and data, read safely
+            read_checkpoint(resume, cfg.backbone.get("backbone"), datamodule.dataset_name)
+    except (FileNotFoundError, ValueError) as error:  # missing or bad data or checkpoint: the message says what to do
         raise SystemExit(f"error: {error}") from None
     model = build_model(cfg, datamodule)
     log.info("set-up took %.1f s", time.perf_counter() - start)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=_resume_path(cfg.get("ckpt_path"), trainer))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
     finally:
         tracking.finish(loggers)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -115,9 +135,10 @@ def run_sampling(cfg: DictConfig) -> dict:
     from gaga.io import write_sdf, write_xyz
     from gaga.sampling import CheckpointError, generate, load_model
 
+    _checked(cfg)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model = load_model(cfg.ckpt, device, backbone=cfg.backbone, dataset=cfg.dataset)
+        model = load_model(cfg.ckpt, device, backbone=cfg.expect_backbone, dataset=cfg.expect_dataset)
     except CheckpointError as error:
         raise SystemExit(f"error: {error}") from None
     dataset = model.hparams.dataset["name"]

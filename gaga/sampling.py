@@ -29,21 +29,24 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be sampled from here; the message says why and what to do."""
 
 
-def load_model(
-    path: str | Path, device: str | torch.device = "cpu", backbone: str | None = None, dataset: str | None = None
-):
-    """The model of a gaga checkpoint, read with `torch.load(weights_only=True)` (no code runs from the file).
+def read_checkpoint(path: str | Path, backbone: str | None = None, dataset: str | None = None) -> dict:
+    """The contents of a gaga checkpoint, read with `torch.load(weights_only=True)` (no code runs from the file),
+    after its recorded digest (when it has one) is checked; CheckpointError saying why it cannot be used.
 
-    The checkpoint names its backbone class (`backbone_target`), which is rebuilt from the stored
-    hyperparameters. `backbone` / `dataset`, when given, must match what the checkpoint was trained as.
+    `backbone` / `dataset`, when given, must match what the checkpoint was trained as.
     """
-    from gaga.models.build import build
+    from gaga.atomic_files import DigestError, verify_digest
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; pass ckpt=PATH to a .ckpt written by train.py")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty; pass a .ckpt written by train.py")
     try:
+        verify_digest(path)
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except DigestError as error:
+        raise CheckpointError(str(error)) from None
     except Exception as error:  # unpickling refused or file damaged; torch's own advice (weights_only=False) is unsafe
         raise CheckpointError(f"{path}: not a loadable gaga checkpoint: {_unreadable_reason(error)}") from None
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
@@ -57,8 +60,23 @@ def load_model(
     found = {"backbone": hparams.get("backbone"), "dataset": hparams["dataset"]["name"]}
     for key, wanted in (("backbone", backbone), ("dataset", dataset)):
         if wanted is not None and found[key] != wanted:
-            raise CheckpointError(f"{path}: a {found[key]} {key} checkpoint, but {key}={wanted} was asked for")
-    target = checkpoint.get("backbone_target") or LEGACY_BACKBONE_TARGETS.get(found["backbone"])
+            raise CheckpointError(
+                f"{path}: a {found[key]} {key} checkpoint, but {key}={wanted} was asked for; pass a checkpoint "
+                f"of {key} {wanted}, or ask for {found[key]}"
+            )
+    return checkpoint
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", backbone: str | None = None, dataset: str | None = None
+):
+    """The model of a gaga checkpoint (see `read_checkpoint`), rebuilt from its class (`backbone_target`) and
+    stored hyperparameters."""
+    from gaga.models.build import build
+
+    checkpoint = read_checkpoint(path, backbone, dataset)
+    hparams = checkpoint["hyper_parameters"]
+    target = checkpoint.get("backbone_target") or LEGACY_BACKBONE_TARGETS.get(hparams.get("backbone"))
     if not isinstance(target, str) or not target.startswith("gaga.models."):
         raise CheckpointError(f"{path}: names no gaga backbone class (backbone_target={target!r})")
     model = build({"_target_": target, **hparams})

@@ -60,6 +60,6 @@ def test_wandb_run_has_name_tags_summary_and_curves(default_run):
 
 def test_bad_setting_fails_before_data_load(tmp_path, capsys):
     cfg = compose("train", ["gaga.eps_ds=-1"], output_dir=str(tmp_path))
-    with pytest.raises(SystemExit, match=r"^error: gaussianity settings: eps_ds must be > 0, got -1$"):
+    with pytest.raises(SystemExit, match=r"^error: gaga.eps_ds=-1: gaga.eps_ds must be a number in \(0, 1\)"):
         run_training(cfg)
     assert "dataset qm9" not in capsys.readouterr().out  # the data summary comes after the data load

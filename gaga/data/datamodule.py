@@ -115,6 +115,12 @@ class MoleculeDataModule(pl.LightningDataModule):
         start = time.perf_counter()
         rng = np.random.default_rng(self.seed)
         for name, indices in self.source.split(molecules).items():
+            if name in self.subset and self.subset[name] > len(indices):
+                raise ValueError(
+                    f"data.subset.{name}={self.subset[name]} is larger than the {name} split of "
+                    f"{self.source.name} ({len(indices)} molecules); set data.subset.{name}<={len(indices)} "
+                    "or null (the whole split)"
+                )
             if name in self.subset and self.subset[name] < len(indices):
                 indices = np.sort(rng.choice(indices, self.subset[name], replace=False))
             split = molecules.subset(indices)

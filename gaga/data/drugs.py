@@ -65,8 +65,10 @@ def _check_block(block: np.ndarray, conformer: np.ndarray, path: Path, first_row
     """ValueError naming the row and conformer of the first bad [conformer id, Z, x, y, z] row of a block."""
     ids, z = block[:, 0], block[:, 1]
     problems = (
-        (ids != conformer, lambda r: f"conformer id {ids[r]:g}, but the atom counts put this row in conformer "
-                                      f"{conformer[r]}"),
+        (
+            ids != conformer,
+            lambda r: f"conformer id {ids[r]:g}, but the atom counts put this row in conformer {conformer[r]}",
+        ),
         (~(np.isfinite(z) & (z == np.round(z))), lambda r: f"atomic number {z[r]} is not a whole number"),
         (~np.isin(z, DRUGS_ATOMS.atomic_numbers), lambda r: describe_element(int(z[r]))),
         (~np.isfinite(block[:, 2:]).all(axis=1), lambda r: "NaN or infinite coordinates"),
@@ -77,8 +79,7 @@ def _check_block(block: np.ndarray, conformer: np.ndarray, path: Path, first_row
             raise ValueError(f"{path}, row {first_row + r} (conformer {conformer[r]}): {detail(r)}; {REBUILD_EDM}")
 
 
-def _scan_table(table: np.ndarray, offsets: np.ndarray, path: Path,
-                block_rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _scan_table(table: np.ndarray, offsets: np.ndarray, path: Path, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Validated (int8 atomic numbers, float32 positions) of EDM's table, read in blocks to bound memory."""
     atomic_numbers = np.empty(len(table), np.int8)
     positions = np.empty((len(table), 3), np.float32)
@@ -116,8 +117,9 @@ def molecule_runs(atomic_numbers: np.ndarray, offsets: np.ndarray, block_rows: i
     return np.cumsum(starts) - 1
 
 
-def read_edm_npy(folder: str | Path, conformers_per_molecule: int = CONFORMERS_PER_MOLECULE,
-                 block_rows: int = BLOCK_ROWS) -> MoleculeSet:
+def read_edm_npy(
+    folder: str | Path, conformers_per_molecule: int = CONFORMERS_PER_MOLECULE, block_rows: int = BLOCK_ROWS
+) -> MoleculeSet:
     """EDM's geom_drugs_<k>.npy, geom_drugs_n_<k>.npy and geom_drugs_smiles.txt as a MoleculeSet of conformers.
 
     mol_ids come from `molecule_runs`; each conformer gets its molecule's SMILES when the molecule count matches
@@ -144,9 +146,13 @@ def read_edm_npy(folder: str | Path, conformers_per_molecule: int = CONFORMERS_P
             f"{REBUILD_EDM}"
         )
     if num_molecules < len(lines):
-        log.warning("%s: %d SMILES for %d conformer groups (adjacent molecules with identical atoms merged); "
-                    "conformers get no SMILES. GEOM's rdkit_folder gives exact molecules.",
-                    smiles_path, len(lines), num_molecules)
+        log.warning(
+            "%s: %d SMILES for %d conformer groups (adjacent molecules with identical atoms merged); "
+            "conformers get no SMILES. GEOM's rdkit_folder gives exact molecules.",
+            smiles_path,
+            len(lines),
+            num_molecules,
+        )
     molecules = MoleculeSet(
         positions=positions,
         atomic_numbers=atomic_numbers,
@@ -161,8 +167,9 @@ def read_edm_npy(folder: str | Path, conformers_per_molecule: int = CONFORMERS_P
 # --- cache ----------------------------------------------------------------------------------------
 
 
-def find_source(source: str | Path | None,
-                conformers_per_molecule: int = CONFORMERS_PER_MOLECULE) -> tuple[str, Path] | None:
+def find_source(
+    source: str | Path | None, conformers_per_molecule: int = CONFORMERS_PER_MOLECULE
+) -> tuple[str, Path] | None:
     """("rdkit_folder" | "edm_npy", folder) found at `source`, or None; the rdkit_folder wins (exact molecules)."""
     if source is None:
         return None
@@ -183,11 +190,17 @@ def _fingerprint(form: str, folder: Path, conformers_per_molecule: int) -> str:
     return f"{form}:{conformers_per_molecule}:{files}"
 
 
-def missing_message(data_dir: str | Path, source: str | Path | None, conformers_per_molecule: int,
-                    reason: str) -> str:
+def missing_message(data_dir: str | Path, source: str | Path | None, conformers_per_molecule: int, reason: str) -> str:
     """What is missing, where it looked, which files to get, where from, and the build command."""
-    npy = ", ".join(edm_file_names(conformers_per_molecule))
+    names = edm_file_names(conformers_per_molecule)
+    npy = ", ".join(names)
     looked = f"in {Path(source).resolve()}" if source is not None else "nowhere (no source folder was given)"
+    if source is not None and not Path(source).is_dir():
+        reason += f"; the folder {source} does not exist (set paths.drugs_source=FOLDER)"
+    elif source is not None:
+        missing = [name for name in names if not (Path(source) / name).is_file()]
+        if len(missing) < len(names):
+            reason += f"; {source} lacks {', '.join(missing)} of EDM's processed files (download it there)"
     return (
         f"GEOM-Drugs is not available: {reason}\n"
         f"Looked for the cache {cache_path(data_dir, conformers_per_molecule).resolve()} and for downloaded files "
@@ -199,9 +212,13 @@ def missing_message(data_dir: str | Path, source: str | Path | None, conformers_
     )
 
 
-def build_drugs_cache(source: str | Path | None, data_dir: str | Path,
-                      conformers_per_molecule: int = CONFORMERS_PER_MOLECULE, progress: bool = True,
-                      workers: int = 1) -> Path:
+def build_drugs_cache(
+    source: str | Path | None,
+    data_dir: str | Path,
+    conformers_per_molecule: int = CONFORMERS_PER_MOLECULE,
+    progress: bool = True,
+    workers: int = 1,
+) -> Path:
     """Read GEOM-Drugs from `source` (either form, auto-detected) into `<data_dir>/geom_drugs_<k>.npz`.
 
     Everything is validated before the atomic write, so a failed build leaves an existing cache untouched.
@@ -218,16 +235,26 @@ def build_drugs_cache(source: str | Path | None, data_dir: str | Path,
     else:
         molecules = read_edm_npy(folder, conformers_per_molecule)
     path = cache_path(data_dir, conformers_per_molecule)
-    molecules.save(path, form=form, source=str(folder.resolve()),
-                   fingerprint=_fingerprint(form, folder, conformers_per_molecule))
-    log.info("built %s: %d conformers of %d molecules in %.1f s", path, len(molecules),
-             len(np.unique(molecules.mol_ids)), time.perf_counter() - start)
+    molecules.save(
+        path, form=form, source=str(folder.resolve()), fingerprint=_fingerprint(form, folder, conformers_per_molecule)
+    )
+    log.info(
+        "built %s: %d conformers of %d molecules in %.1f s",
+        path,
+        len(molecules),
+        len(np.unique(molecules.mol_ids)),
+        time.perf_counter() - start,
+    )
     return path
 
 
-def load_drugs(data_dir: str | Path, source: str | Path | None = None,
-               conformers_per_molecule: int = CONFORMERS_PER_MOLECULE, progress: bool = True,
-               workers: int = 1) -> MoleculeSet:
+def load_drugs(
+    data_dir: str | Path,
+    source: str | Path | None = None,
+    conformers_per_molecule: int = CONFORMERS_PER_MOLECULE,
+    progress: bool = True,
+    workers: int = 1,
+) -> MoleculeSet:
     """All cached GEOM-Drugs conformers; (re)built from `source` when missing, stale or corrupt.
 
     With no source files at hand (downloads deleted after the build), the cache is used as it is.
@@ -251,16 +278,21 @@ def load_drugs(data_dir: str | Path, source: str | Path | None = None,
 # --- split ----------------------------------------------------------------------------------------
 
 
-def split_by_molecule(mol_ids: np.ndarray, seed: int = 0, valid_fraction: float = EDM_VALID_FRACTION,
-                      test_fraction: float = EDM_TEST_FRACTION) -> dict[str, np.ndarray]:
+def split_by_molecule(
+    mol_ids: np.ndarray,
+    seed: int = 0,
+    valid_fraction: float = EDM_VALID_FRACTION,
+    test_fraction: float = EDM_TEST_FRACTION,
+) -> dict[str, np.ndarray]:
     """Conformer indices of train / valid / test; every conformer of a molecule lands in the same split.
 
     As EDM's load_split_data but over molecules: a seeded permutation of molecules, the first
     int(n * valid_fraction) valid, the next int(n * test_fraction) test, the rest train.
     """
     if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1 and valid_fraction + test_fraction < 1):
-        raise ValueError(f"split fractions valid={valid_fraction}, test={test_fraction} must be in [0, 1) "
-                         "and sum to less than 1")
+        raise ValueError(
+            f"split fractions valid={valid_fraction}, test={test_fraction} must be in [0, 1) and sum to less than 1"
+        )
     molecule, conformer_molecule = np.unique(np.asarray(mol_ids), return_inverse=True)
     n = len(molecule)
     n_valid, n_test = int(n * valid_fraction), int(n * test_fraction)
@@ -284,9 +316,16 @@ class GeomDrugs:
 
     name = "drugs"
 
-    def __init__(self, data_dir: str | Path = "data", source_dir: str | Path | None = None, split_seed: int = 0,
-                 valid_fraction: float = EDM_VALID_FRACTION, test_fraction: float = EDM_TEST_FRACTION,
-                 conformers_per_molecule: int = CONFORMERS_PER_MOLECULE, workers: int = 1):
+    def __init__(
+        self,
+        data_dir: str | Path = "data",
+        source_dir: str | Path | None = None,
+        split_seed: int = 0,
+        valid_fraction: float = EDM_VALID_FRACTION,
+        test_fraction: float = EDM_TEST_FRACTION,
+        conformers_per_molecule: int = CONFORMERS_PER_MOLECULE,
+        workers: int = 1,
+    ):
         self.data_dir, self.source_dir, self.encoder = Path(data_dir), source_dir, DRUGS_ATOMS
         self.split_seed, self.valid_fraction, self.test_fraction = int(split_seed), valid_fraction, test_fraction
         self.conformers_per_molecule, self.workers = int(conformers_per_molecule), int(workers)
@@ -301,5 +340,7 @@ class GeomDrugs:
         return split_by_molecule(molecules.mol_ids, self.split_seed, self.valid_fraction, self.test_fraction)
 
     def cache_key(self) -> str:
-        return (f"drugs{self.conformers_per_molecule}-seed{self.split_seed}"
-                f"-valid{self.valid_fraction:g}-test{self.test_fraction:g}")
+        return (
+            f"drugs{self.conformers_per_molecule}-seed{self.split_seed}"
+            f"-valid{self.valid_fraction:g}-test{self.test_fraction:g}"
+        )

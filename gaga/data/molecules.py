@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gaga.atomic_files import atomic_open
+from gaga.atomic_files import DigestError, atomic_open, locked, verify_digest, write_digest
 
 CACHE_VERSION = 1
 MAX_ATOMIC_NUMBER = 118
@@ -99,45 +99,50 @@ class MoleculeSet:
     # --- cache -------------------------------------------------------------------------------
 
     def save(self, path: str | Path, **meta) -> None:
-        """Write an npz cache atomically (temp file + rename): a failure leaves the old file intact."""
-        with atomic_open(path, binary=True) as handle:
-            np.savez_compressed(
-                handle,
-                version=np.array(CACHE_VERSION),
-                positions=self.positions,
-                atomic_numbers=self.atomic_numbers,
-                offsets=self.offsets,
-                mol_ids=self.mol_ids,
-                smiles=np.array("\n".join(self.smiles)),
-                **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
-            )
+        """Write an npz cache atomically (temp file + rename; a failure leaves the old file intact) and its digest."""
+        with locked(path):  # another process sharing data/ never sees this file with another one's digest
+            with atomic_open(path, binary=True) as handle:
+                np.savez_compressed(
+                    handle,
+                    version=np.array(CACHE_VERSION),
+                    positions=self.positions,
+                    atomic_numbers=self.atomic_numbers,
+                    offsets=self.offsets,
+                    mol_ids=self.mol_ids,
+                    smiles=np.array("\n".join(self.smiles)),
+                    **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
+                )
+            write_digest(path)
 
     @classmethod
     def load(cls, path: str | Path, rebuild_hint: str) -> tuple[MoleculeSet, dict]:
-        """Read a cache written by `save`; CacheError (with `rebuild_hint`) when missing, stale or corrupt."""
+        """Read a cache written by `save`; CacheError (with `rebuild_hint`) when missing, stale, corrupt or changed
+        since it was written (its digest)."""
         path = Path(path)
         if not path.exists():
             raise CacheError(f"{path}: cache not found. {rebuild_hint}")
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                version = int(npz["version"])
-                if version != CACHE_VERSION:
-                    raise CacheError(
-                        f"{path}: cache version {version}, this gaga reads version {CACHE_VERSION}. {rebuild_hint}"
-                    )
-                text = str(npz["smiles"])
-                molecules = cls(
-                    positions=npz["positions"],
-                    atomic_numbers=npz["atomic_numbers"],
-                    offsets=npz["offsets"],
-                    smiles=text.split("\n") if text else [],
-                    mol_ids=npz["mol_ids"],
+            with locked(path):  # not while another process replaces the file and its digest
+                verify_digest(path)
+                npz = dict(np.load(path, allow_pickle=False))
+            version = int(npz["version"])
+            if version != CACHE_VERSION:
+                raise CacheError(
+                    f"{path}: cache version {version}, this gaga reads version {CACHE_VERSION}. {rebuild_hint}"
                 )
-                meta = {
-                    k[5:]: npz[k].item() if npz[k].ndim == 0 else npz[k] for k in npz.files if k.startswith("meta_")
-                }
+            text = str(npz["smiles"])
+            molecules = cls(
+                positions=npz["positions"],
+                atomic_numbers=npz["atomic_numbers"],
+                offsets=npz["offsets"],
+                smiles=text.split("\n") if text else [],
+                mol_ids=npz["mol_ids"],
+            )
+            meta = {k[5:]: v.item() if v.ndim == 0 else v for k, v in npz.items() if k.startswith("meta_")}
         except CacheError:
             raise
+        except DigestError as error:
+            raise CacheError(f"{error}. {rebuild_hint}") from None
         except Exception as error:  # zip, pickle or key errors all mean the file is damaged
             raise CacheError(f"{path}: cache is corrupt ({type(error).__name__}: {error}). {rebuild_hint}") from error
         try:

@@ -15,7 +15,7 @@ import numpy as np
 from gaga.atomic_files import write_text_atomically
 from gaga.data.elements import PERIODIC_SYMBOLS, atomic_number
 from gaga.data.molecules import MAX_ATOMIC_NUMBER, MoleculeSet, to_molecule_set
-from gaga.io.text import read_lines
+from gaga.io.text import MAX_RECORD_ATOMS, MoleculeFileError, checked_molecule_set, numbered_lines
 
 XYZ_FIX = "each record is: atom count, comment line, then 'element x y z' per atom"
 
@@ -53,26 +53,29 @@ def write_xyz_folder(folder: str | Path, molecules: MoleculeSet | Iterable, pref
 
 
 def read_xyz(path: str | Path) -> MoleculeSet:
-    """Every record of an XYZ file (one or many); ValueError naming the file and line of the first problem."""
+    """Every record of an XYZ file (one or many), streamed; MoleculeFileError naming the file and line of the first
+    problem."""
     path = Path(path)
-    lines = read_lines(path, "XYZ")
-    records, index = [], 0
-    while index < len(lines):
-        if not lines[index].strip():  # blank lines between or after records
-            index += 1
+    lines = numbered_lines(path, "XYZ")
+    records = []
+    for number, line in lines:
+        if not line.strip():  # blank lines between or after records
             continue
-        count = _atom_count(lines[index], path, index + 1)
-        if index + 1 + count >= len(lines):
-            raise ValueError(
-                f"{path}, line {index + 1}: the record declares {count} atoms but the file ends after "
-                f"{max(len(lines) - index - 2, 0)} atom lines; {XYZ_FIX}"
-            )
-        atoms = [_atom(lines[index + 2 + k], path, index + 3 + k) for k in range(count)]
-        records.append((np.array([z for z, _ in atoms]), np.array([xyz for _, xyz in atoms]).reshape(-1, 3)))
-        index += 2 + count
+        count = _atom_count(line, path, number)
+        parsed = []
+        for index in range(count + 1):  # the comment line, then the atoms, parsed as they come
+            item = next(lines, None)
+            if item is None:
+                raise MoleculeFileError(
+                    f"{path}, line {number}: the record declares {count} atoms but the file ends after "
+                    f"{len(parsed)} atom lines; {XYZ_FIX}"
+                )
+            if index:
+                parsed.append(_atom(item[1], path, item[0]))
+        records.append((np.array([z for z, _ in parsed]), np.array([xyz for _, xyz in parsed]).reshape(-1, 3)))
     if not records:
-        raise ValueError(f"{path}: no XYZ records (the file is empty); {XYZ_FIX}")
-    return to_molecule_set(records, str(path))
+        raise MoleculeFileError(f"{path}: no XYZ records (the file is empty); {XYZ_FIX}")
+    return checked_molecule_set(records, path)
 
 
 def read_xyz_folder(folder: str | Path) -> MoleculeSet:
@@ -80,9 +83,9 @@ def read_xyz_folder(folder: str | Path) -> MoleculeSet:
     folder = Path(folder)
     files = sorted(folder.glob("*.xyz"), key=natural_key)
     if not files:
-        raise ValueError(f"{folder}: no .xyz files in this folder")
+        raise MoleculeFileError(f"{folder}: no .xyz files in this folder; pass a folder of .xyz files or one file")
     pairs = [pair for file in files for pair in read_xyz(file)]
-    return to_molecule_set(pairs, str(folder))
+    return checked_molecule_set(pairs, folder)
 
 
 def natural_key(path: Path) -> list:
@@ -96,25 +99,35 @@ def _symbol(z: int) -> str:
 
 def _atom_count(line: str, path: Path, line_number: int) -> int:
     fields = line.split()
-    if len(fields) != 1 or not fields[0].isdigit() or int(fields[0]) == 0:
-        raise ValueError(
-            f"{path}, line {line_number}: expected a positive atom count, found {line.strip()!r}; {XYZ_FIX}"
+    if len(fields) != 1 or not _is_number(fields[0]) or int(fields[0]) == 0:
+        raise MoleculeFileError(
+            f"{path}, line {line_number}: expected a positive atom count, found {line.strip()[:80]!r}; {XYZ_FIX}"
+        )
+    if int(fields[0]) > MAX_RECORD_ATOMS:
+        raise MoleculeFileError(
+            f"{path}, line {line_number}: the record declares {fields[0]} atoms; gaga reads molecules of at most "
+            f"{MAX_RECORD_ATOMS} atoms; {XYZ_FIX}"
         )
     return int(fields[0])
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only (str.isdigit also accepts superscripts, which int() refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def _atom(line: str, path: Path, line_number: int) -> tuple[int, list[float]]:
     fields = line.split()
     where = f"{path}, line {line_number}"
     if len(fields) < 4:
-        raise ValueError(f"{where}: expected 'element x y z', found {line.strip()!r}; {XYZ_FIX}")
+        raise MoleculeFileError(f"{where}: expected 'element x y z', found {line.strip()[:80]!r}; {XYZ_FIX}")
     try:
-        z = int(fields[0]) if fields[0].isdigit() else atomic_number(fields[0])
+        z = int(fields[0]) if _is_number(fields[0]) else atomic_number(fields[0])
         xyz = [float(value) for value in fields[1:4]]
     except ValueError as error:
-        raise ValueError(f"{where}: {error} in {line.strip()!r}; {XYZ_FIX}") from error
+        raise MoleculeFileError(f"{where}: {error} in {line.strip()[:80]!r}; {XYZ_FIX}") from None
     if not 0 < z <= MAX_ATOMIC_NUMBER:
-        raise ValueError(f"{where}: atomic number {z} is outside 1..{MAX_ATOMIC_NUMBER}")
+        raise MoleculeFileError(f"{where}: atomic number {z} is outside 1..{MAX_ATOMIC_NUMBER}")
     if not np.isfinite(xyz).all():
-        raise ValueError(f"{where}: coordinates {fields[1:4]} are not finite numbers")
+        raise MoleculeFileError(f"{where}: coordinates {fields[1:4]} are not finite numbers; fix or remove the atom")
     return z, xyz

@@ -1,0 +1,46 @@
+"""Checkpoints written whole and checked on load: a Lightning CheckpointIO and the callback that installs it.
+
+Each checkpoint is written to a temporary file and renamed (a SIGKILL or a full disk mid-write leaves the previous
+file, and no partial `last.ckpt`), with its size and SHA-256 recorded beside it (`<name>.ckpt.sha256`); resuming
+refuses a file that no longer matches, with a message naming it, before any state is restored.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from gaga.atomic_files import DigestError, atomic_open, digest_path, verify_digest, write_digest
+
+
+class DigestCheckpointIO(TorchCheckpointIO):
+    """torch.save through a temporary file and a rename, plus a digest file; loads verify the digest first."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_open(path, binary=True) as stream:
+            self.write(checkpoint, stream)
+        write_digest(path)
+
+    @staticmethod
+    def write(checkpoint: dict, stream) -> None:
+        """Serialise `checkpoint` into the open temporary file (one method, which fault tests interrupt)."""
+        torch.save(checkpoint, stream)
+
+    def load_checkpoint(self, path, *args, **kwargs) -> dict:
+        try:
+            verify_digest(path)
+        except DigestError as error:
+            raise SystemExit(f"error: cannot resume: {error}") from None
+        return super().load_checkpoint(path, *args, **kwargs)
+
+    def remove_checkpoint(self, path) -> None:
+        super().remove_checkpoint(path)
+        digest_path(path).unlink(missing_ok=True)
+
+
+class CheckpointIntegrity(pl.Callback):
+    """Installs DigestCheckpointIO on the trainer's strategy at setup, before any checkpoint is read or written."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        trainer.strategy.checkpoint_io = DigestCheckpointIO()
