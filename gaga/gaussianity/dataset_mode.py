@@ -1,6 +1,7 @@
 """The paper's dataset-level Gaussianity statistics D_t and Dep along t, and the search for their first step below eps.
 
-DatasetSample defines both statistics precisely, including what a sample is for molecules of different sizes.
+DatasetSample defines both statistics precisely, including what a sample is for molecules of different sizes;
+dependence_null measures Dep's noise floor (its value on pure forward noise of the same molecules).
 """
 
 from __future__ import annotations
@@ -25,8 +26,15 @@ class DatasetSample:
       averaged unclipped and the average is clipped at 0 (clipping each leaves a positive floor at independence).
     """
 
-    def __init__(self, blocks: dict[str, np.ndarray], offsets: np.ndarray, molecule_ids: np.ndarray,
-                 zero_com_blocks, max_column_pairs: int, rng: np.random.Generator):
+    def __init__(
+        self,
+        blocks: dict[str, np.ndarray],
+        offsets: np.ndarray,
+        molecule_ids: np.ndarray,
+        zero_com_blocks,
+        max_column_pairs: int,
+        rng: np.random.Generator,
+    ):
         offsets = np.asarray(offsets, dtype=np.int64)
         counts = offsets[molecule_ids + 1] - offsets[molecule_ids]
         if (counts < 2).any():
@@ -61,22 +69,43 @@ class DatasetSample:
         """Dep: mean of the column-pair and atom-pair KSG MI averages (samples are molecules)."""
         z = self.noised(block, alpha_bar_t)
         first, second = self.atom_pairs
-        atoms = np.mean([ksg_mutual_information_large(z[first, c], z[second, c], k, workers, clip=False)
-                         for c in range(z.shape[1])])
+        atoms = np.mean(
+            [ksg_mutual_information_large(z[first, c], z[second, c], k, workers, clip=False) for c in range(z.shape[1])]
+        )
         if not self.column_pairs[block]:
             return max(float(atoms), 0.0)
         single = z[self.single_atom]
-        columns = np.mean([ksg_mutual_information_large(single[:, a], single[:, b], k, workers, clip=False)
-                           for a, b in self.column_pairs[block]])
+        columns = np.mean(
+            [
+                ksg_mutual_information_large(single[:, a], single[:, b], k, workers, clip=False)
+                for a, b in self.column_pairs[block]
+            ]
+        )
         return max(float(atoms + columns) / 2, 0.0)
 
 
-def first_below(evaluate, grid: np.ndarray, threshold: float, bisection: bool) -> int | None:
-    """First t with evaluate(t) <= threshold: on `grid`, then (bisection) refined to one step inside the bracket.
+def first_below(evaluate, grid: np.ndarray, threshold: float, bisection: bool, rule: str = "first") -> int | None:
+    """First t with the statistic <= threshold: on `grid`, then (bisection) refined to one step inside the bracket.
 
-    Bisection assumes the statistic crosses the threshold once between the two grid points around it.
+    rule "first": the first grid t whose value is <= threshold (the paper's literal rule). "stays": the first grid t
+    from which every later grid value is <= threshold. "monotone": the first grid t at which the non-increasing
+    least-squares (isotonic) fit of the grid values is <= threshold; a statistic that cannot grow with t (MI under
+    added independent noise, by the data processing inequality) is estimated from all grid values at once, so one
+    noisy dip or spike cannot decide. Bisection then applies the raw statistic between the grid neighbours.
     """
-    passing = [t for t in grid if evaluate(int(t)) <= threshold]
+    values = np.array([evaluate(int(t)) for t in grid], dtype=np.float64)
+    if rule == "monotone":
+        from scipy.optimize import isotonic_regression
+
+        values = isotonic_regression(values, increasing=False).x
+    below = values <= threshold
+    if rule in ("stays", "monotone"):
+        failing = np.flatnonzero(~below)
+        passing = [int(t) for t in grid[(failing[-1] + 1 if len(failing) else 0) :]]
+    elif rule == "first":
+        passing = [int(t) for t in grid[below]]
+    else:
+        raise ValueError(f"unknown T_ID rule {rule!r}; use first, stays or monotone")
     if not passing:
         return None
     high = int(passing[0])
@@ -91,3 +120,29 @@ def first_below(evaluate, grid: np.ndarray, threshold: float, bisection: bool) -
         else:
             low = middle
     return high
+
+
+def dependence_null(
+    blocks: dict[str, np.ndarray],
+    offsets: np.ndarray,
+    molecule_ids: np.ndarray,
+    zero_com_blocks,
+    max_column_pairs: int,
+    k: dict[str, int],
+    draws: int,
+    seed: int,
+    workers: int = 1,
+) -> dict[str, list[float]]:
+    """Dep of pure forward noise (alpha_bar = 0) on the same molecules, `draws` independent draws per block.
+
+    Independent data have MI 0, so these values are the estimator's null: its spread at this sample size, plus the
+    dependence the zero-mean projection itself puts between atoms of one molecule (correlation -1/(N - 1)). KSG is
+    invariant to scaling a column, so this is also the null of any x_t whose entries are independent Gaussians.
+    """
+    null = {name: [] for name in blocks}
+    for draw in range(draws):
+        rng = np.random.default_rng([seed, 7919, draw])
+        sample = DatasetSample(blocks, offsets, molecule_ids, zero_com_blocks, max_column_pairs, rng)
+        for name in blocks:
+            null[name].append(sample.dependence(name, 0.0, k[name], workers))
+    return null

@@ -85,17 +85,34 @@ class TStarResult:
         return panels
 
     def plot(self, path: str | Path) -> None:
-        """PNG of the curves: one panel per statistic, thresholds dashed, T* as a vertical line."""
+        """PNG of the curves: one labelled panel per statistic (three per row), thresholds dashed, T* as a vertical
+        line, and on the Dep panel the band of Dep's null (its values on pure noise, dataset mode) per block."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         panels = self.panels()
-        figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-        for axis, (kind, series, threshold) in zip(axes[0], panels, strict=True):
+        columns = min(3, len(panels))
+        rows = -(-len(panels) // columns)
+        figure, axes = plt.subplots(rows, columns, figsize=(5.0 * columns, 3.8 * rows), squeeze=False)
+        null = self.summary.get("dep_null") or {}
+        used = self.summary.get("eps_dep_used") or {}
+        for axis, (kind, series, threshold) in zip(axes.flat, panels, strict=False):
             for label, (steps, values) in series.items():
-                axis.plot(steps, values, marker=".", label=label)
+                (line,) = axis.plot(steps, values, marker=".", markersize=3, label=label)
+                if kind == "Dep" and null.get(label):
+                    axis.axhspan(
+                        min(null[label]),
+                        max(null[label]),
+                        color=line.get_color(),
+                        alpha=0.15,
+                        label=f"null {label} ({len(null[label])} draws)",
+                    )
+                if kind == "Dep" and label in used and used[label] != threshold:
+                    axis.axhline(
+                        used[label], color=line.get_color(), linestyle=":", label=f"eps used {used[label]:.3g}"
+                    )
             if threshold is not None:
                 axis.axhline(threshold, color="grey", linestyle="--", label=f"eps = {threshold:g}")
             if self.t_star is not None:
@@ -103,10 +120,30 @@ class TStarResult:
             if kind in ("D", "Dep", "H"):  # thresholds sit near zero: a log scale shows the crossing
                 axis.set_yscale("symlog", linthresh=1e-3)
                 axis.set_ylim(bottom=0)
-            axis.set_xlabel("t")
-            axis.set_title(kind)
+            axis.set_xlabel("diffusion step t")
+            axis.set_ylabel(AXIS_LABELS.get(kind, kind))
+            axis.set_title(TITLES.get(kind, kind))
+            axis.grid(alpha=0.3)
             axis.legend(fontsize=7)
-        figure.suptitle(f"GAGA Gaussianity ({self.mode} mode)")
+        for axis in list(axes.flat)[len(panels) :]:
+            axis.set_visible(False)
+        figure.suptitle(f"GAGA Gaussianity ({self.mode} mode, T* = {self.t_star})")
         figure.tight_layout()
         figure.savefig(path, dpi=110)
         plt.close(figure)
+
+
+AXIS_LABELS = {
+    "D": "KS distance D_t to N(0, v_t)",
+    "Dep": "Dep: mean KSG MI (nats)",
+    "reached": "fraction of molecules with T <= t",
+    "H": "Gaussianity functional H(x_t)",
+    "v": "closed-form variance v_t",
+}
+TITLES = {
+    "D": "distribution similarity (T_DS)",
+    "Dep": "dependence (T_ID)",
+    "reached": "per-molecule first double pass",
+    "H": "Proposition 3.1 functional",
+    "v": "reference Gaussian's variance",
+}

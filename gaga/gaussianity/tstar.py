@@ -14,7 +14,7 @@ import numpy as np
 from gaga.gaussianity.blocks import FEATURES, POSITIONS, SizeGroups, validate_blocks
 from gaga.gaussianity.choice import VARIANCES, choose_variance
 from gaga.gaussianity.closed_form import marginal_variance
-from gaga.gaussianity.dataset_mode import DatasetSample, first_below
+from gaga.gaussianity.dataset_mode import DatasetSample, dependence_null, first_below
 from gaga.gaussianity.functional import functional_along_t
 from gaga.gaussianity.reference_procedure import NOT_REACHED, OVERALL, PerMoleculePlan, first_passing_steps
 from gaga.gaussianity.result import TStarResult
@@ -35,6 +35,12 @@ class GaussianitySettings:
     block -> k (others use 3); tested_blocks None = all;
     functional_weights None = 1 for every order 3..functional_order.
     single_precision: per-molecule k-NN distances in float32 (about 2x faster, see mutual_info).
+    Dataset mode's T_ID (the paper's, made robust to estimator noise): Dep's null is measured on dep_null_draws
+    draws of pure forward noise of the sampled molecules; the threshold is max(eps_dep, the null's
+    dep_null_quantile); t_id_rule "monotone" (default) takes the first grid t at which the non-increasing
+    (isotonic) fit of the Dep curve is below it, "stays" the first grid t after which Dep stays below it, "first"
+    the paper's literal first t below (dataset_mode.first_below). dep_null_draws=0 and t_id_rule="first" is the
+    paper's rule exactly.
     zero_com_blocks: the blocks whose forward noise is projected to zero mean per molecule; the callback sets it from
     the model (`DiffusionBackbone.zero_mean_blocks`: both blocks under GAGA), so the evaluator noises as the model.
     """
@@ -61,6 +67,9 @@ class GaussianitySettings:
     functional_order: int = 4
     functional_beta: float = 1.0
     functional_weights: tuple[float, ...] | None = None
+    t_id_rule: str = "monotone"
+    dep_null_draws: int = 8
+    dep_null_quantile: float = 0.95
     seed: int = 0
     workers: int = 2
 
@@ -69,6 +78,7 @@ class GaussianitySettings:
             "mode": MODES,
             "search": ("grid", "bisection"),
             "aggregate": ("mean", "quantile"),
+            "t_id_rule": ("first", "stays", "monotone"),
             "variance": VARIANCES + ("auto",),
         }
         for name, allowed in choices.items():
@@ -79,6 +89,11 @@ class GaussianitySettings:
                 raise ValueError(f"gaussianity settings: {name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.quantile < 1:
             raise ValueError(f"gaussianity settings: quantile must be in (0, 1), got {self.quantile}")
+        if not 0 < self.dep_null_quantile <= 1 or self.dep_null_draws < 0:
+            raise ValueError(
+                "gaussianity settings: dep_null_quantile must be in (0, 1] and dep_null_draws >= 0, got "
+                f"{self.dep_null_quantile} and {self.dep_null_draws}"
+            )
 
     @property
     def variance_choice(self) -> str:
@@ -153,11 +168,32 @@ def _dataset_mode(blocks, offsets, alpha_bar, variance, settings, grid, rng, pro
         return evaluate
 
     t_ds = {b: first_below(statistic("D", b), grid, settings.eps_ds, bisection) for b in blocks}
-    t_id = {b: first_below(statistic("Dep", b), grid, settings.eps_dep, bisection) for b in blocks}
+    k = {b: settings.k_for(b) for b in blocks}
+    null = dependence_null(
+        blocks,
+        offsets,
+        ids,
+        settings.zero_com_blocks,
+        settings.max_column_pairs,
+        k,
+        settings.dep_null_draws,
+        settings.seed,
+        settings.workers,
+    )
+    eps_dep = {b: _dep_threshold(settings, null[b]) for b in blocks}
+    t_id = {b: first_below(statistic("Dep", b), grid, eps_dep[b], bisection, settings.t_id_rule) for b in blocks}
     steps = sorted({t for column in values.values() for t in column})
     curves = {name: [column.get(t) for t in steps] for name, column in values.items()}
     by_block = {b: _latest([t_ds[b], t_id[b]]) for b in blocks}
-    return t_ds, t_id, by_block, _latest(by_block.values()), steps, curves, {"molecules": len(ids)}
+    summary = {"molecules": len(ids), "dep_null": null, "eps_dep_used": eps_dep}
+    return t_ds, t_id, by_block, _latest(by_block.values()), steps, curves, summary
+
+
+def _dep_threshold(settings: GaussianitySettings, null: list[float]) -> float:
+    """The Dep threshold T_ID uses: eps_dep, raised to the null's dep_null_quantile (numpy "higher") if above it."""
+    if not null:
+        return float(settings.eps_dep)
+    return float(max(settings.eps_dep, np.quantile(null, settings.dep_null_quantile, method="higher")))
 
 
 def _aggregate(steps: np.ndarray, aggregate: str, quantile: float) -> float | None:
