@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class SettingsError(ValueError):
@@ -42,6 +43,7 @@ RULES: dict[str, tuple[Callable, str]] = {
     "backbone.net.n_layers": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "backbone.optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0"),
     "backbone.ema_decay": (lambda v: v is None or (_number(v) and 0 <= v < 1), "a number in [0, 1) or null"),
+    "gaga.t_star": (lambda v: v in ("auto", "off") or _integer(v), "auto, off or a step number in 1..T"),
     "gaga.eps_ds": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     "gaga.eps_dep": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     "gaga.dataset_molecules": (lambda v: _integer(v) and v >= 2, "an integer >= 2"),
@@ -63,7 +65,10 @@ def check_settings(cfg: DictConfig) -> None:
                 f"{key} is not set; pass {key}=... on the command line ({MANDATORY_HINTS.get(key, '')})"
             )
     for key, (valid, expected) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
+        try:
+            value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
+        except OmegaConfBaseException as error:  # e.g. an interpolation to a key that does not exist
+            raise SettingsError(f"{key}: {str(error).splitlines()[0]}; fix it on the command line or config") from None
         if value is not _MISSING and not valid(value):
             raise SettingsError(
                 f"{key}={value!r}: {key} must be {expected}; fix it on the command line or in the config"

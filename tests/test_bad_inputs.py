@@ -66,7 +66,12 @@ CASES = [
     Case("T* above T", "train", ["gaga.t_star=5000"], r"gaga.t_star=5000: T\* must lie in 1..100 .*t_star=auto"),
     Case("T* zero", "train", ["gaga.t_star=0"], r"gaga.t_star=0: T\* must lie in 1..100"),
     Case("T* negative", "train", ["gaga.t_star=-3"], r"gaga.t_star=-3: T\* must lie in 1..100"),
-    Case("T* text", "train", ["gaga.t_star=soon"], r"gaga.t_star must be auto, off or a positive step"),
+    Case(
+        "T* text",
+        "train",
+        ["gaga.t_star=soon"],
+        r"t_star='soon': gaga.t_star must be auto, off or a step",
+    ),
     # data sizes
     Case("batch of 0", "train", ["data.batch_size=0"], r"data.batch_size=0: .*>= 1"),
     Case("batch above the split", "train", ["data.batch_size=100"], r"batch_size=100 is larger than the training"),
