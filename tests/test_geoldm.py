@@ -59,7 +59,7 @@ def _train(model, datamodule, steps: int) -> list[float]:
 def test_decoder_reconstructs_atom_types_from_fixed_encoder_latents():
     """After a short joint run (encoder fixed) the decoder recovers > 95 % of held-out atom types."""
     torch.manual_seed(0)
-    decoder = {"_target_": "gaga.nn.EquivariantDecoder", "hidden_nf": 32, "n_layers": 2}
+    decoder = {"_target_": "gaga.nn.EquivariantDecoder", "hidden_nf": 32, "n_layers": 1}
     datamodule, model = tiny_setup("geoldm", train=256, batch_size=32, optimizer={"lr": 1e-3}, decoder=decoder)
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     _train(model, datamodule, steps=1500)
