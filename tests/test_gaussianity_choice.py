@@ -96,3 +96,21 @@ def test_callback_gives_the_model_the_choice_start(tmp_path, choice):
     a = model.alpha_bar(40)
     assert model.start_variance(40) == pytest.approx((a * start[POSITIONS] + 1 - a, a * start[FEATURES] + 1 - a))
     assert model.v_hat["pos"] == model.v_hat["h"]  # both choices start every block at one scalar
+
+
+def test_geom_preset_tests_coordinates_only_and_starts_both_blocks(molecules, tmp_path):
+    """gaga=per_molecule_geom (experiment=edm_gaga_drugs): the reference's GEOM procedure, coordinates only."""
+    from omegaconf import OmegaConf
+
+    from gaga.config import compose
+    from gaga.gaussianity import GaussianitySettings, find_t_star
+
+    cfg = compose("train", ["experiment=edm_gaga_drugs"], output_dir=str(tmp_path))
+    options = OmegaConf.to_container(cfg.gaga)
+    assert options["tested_blocks"] == [POSITIONS] and options["variance"] == "reference" and cfg.gaga.t_star == 650
+    keys = ("mode", "tested_blocks", "variance", "alpha", "mi_threshold", "min_atoms", "aggregate")
+    settings = GaussianitySettings.from_dict({k: options[k] for k in keys} | {"zero_com_blocks": BOTH, "workers": 1})
+    blocks, offsets, _ = molecules
+    result = find_t_star(blocks, offsets, ALPHA_BAR, settings, progress=False)
+    assert set(result.t_star_by_block) == {POSITIONS} and result.t_star == result.t_star_by_block[POSITIONS]
+    assert set(result.summary["start_v_hat"]) == set(BOTH)  # the sampler still starts both blocks
