@@ -70,6 +70,7 @@ def run_training(cfg: DictConfig) -> dict:
     Callbacks, loggers and trainer are built first, so a bad setting stops the run before any data load.
     """
     import pytorch_lightning as pl
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from gaga import tracking
     from gaga.checks import check_split_sizes
@@ -95,6 +96,11 @@ def run_training(cfg: DictConfig) -> dict:
     log.info("set-up took %.1f s", time.perf_counter() - start)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    except SIGTERMException:
+        raise SystemExit(
+            f"error: stopped by SIGTERM at step {trainer.global_step} (a pre-emption?); its checkpoint is last.ckpt: "
+            "run again in this folder with ckpt_path=auto (or give ckpt_path=PATH)"
+        ) from None
     finally:
         tracking.finish(loggers)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -2,16 +2,23 @@
 
 Each checkpoint is written to a temporary file and renamed (a SIGKILL or a full disk mid-write leaves the previous
 file, and no partial `last.ckpt`), with its size and SHA-256 recorded beside it (`<name>.ckpt.sha256`); resuming
-refuses a file that no longer matches, with a message naming it, before any state is restored.
+refuses a file that no longer matches, with a message naming it, before any state is restored. SIGTERM (a cluster
+pre-emption) and SIGINT (Ctrl+C) stop training after the current step with `last.ckpt` written at that step.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from gaga.atomic_files import DigestError, atomic_open, digest_path, verify_digest, write_digest
+
+log = logging.getLogger("gaga")
 
 
 class DigestCheckpointIO(TorchCheckpointIO):
@@ -40,7 +47,16 @@ class DigestCheckpointIO(TorchCheckpointIO):
 
 
 class CheckpointIntegrity(pl.Callback):
-    """Installs DigestCheckpointIO on the trainer's strategy at setup, before any checkpoint is read or written."""
+    """Installs DigestCheckpointIO on the trainer's strategy at setup, before any checkpoint is read or written, and
+    writes `last.ckpt` when training is stopped by SIGTERM or SIGINT."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         trainer.strategy.checkpoint_io = DigestCheckpointIO()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        callback = trainer.checkpoint_callback
+        if not isinstance(exception, SIGTERMException | KeyboardInterrupt) or callback is None or not callback.dirpath:
+            return
+        path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)
+        log.warning("stopped by %s at step %d; wrote %s", type(exception).__name__, trainer.global_step, path)
