@@ -49,23 +49,18 @@ class Case:
 CASES = [
     # config keys, groups and types
     Case("unknown key", "train", ["trainer.max_epoch=3"], r"Could not override 'trainer.max_epoch'.*\+trainer"),
-    Case("unknown top-level key", "train", ["foo=3"], r"Could not override 'foo'"),
     Case("unknown group option", "train", ["backbone=edn"], r"Could not find 'backbone/edn'.*Available options"),
     Case("unknown group", "train", ["optimizer=adam"], r"Could not override 'optimizer'"),
     Case("text for an integer", "train", ["data.batch_size=abc"], r"data.batch_size='abc': .* an integer >= 1"),
-    Case("float for an integer", "train", ["data.batch_size=1.5"], r"data.batch_size=1.5: .* an integer >= 1"),
     Case("text for a number", "train", ["gaga.eps_ds=high"], r"gaga.eps_ds='high': .* in \(0, 1\)"),
-    Case("text for epochs", "train", ["trainer.max_epochs=many"], r"trainer.max_epochs='many': .*integer"),
     Case("negative learning rate", "train", ["backbone.optimizer.lr=-1"], r"backbone.optimizer.lr=-1: .*> 0"),
     Case("zero-width network", "train", ["backbone.net.hidden_nf=0"], r"backbone.net.hidden_nf=0: .*>= 1"),
     Case("missing mandatory ckpt", "sample", [], r"ckpt is not set; pass ckpt=\.\.\. .*last.ckpt"),
     # GAGA settings
     Case("eps_ds = 0", "train", ["gaga.eps_ds=0"], r"gaga.eps_ds=0: .* in \(0, 1\)"),
     Case("eps_ds above 1", "train", ["gaga.eps_ds=1.5"], r"gaga.eps_ds=1.5: .* in \(0, 1\)"),
-    Case("eps_dep negative", "train", ["gaga.eps_dep=-0.1"], r"gaga.eps_dep=-0.1: .* in \(0, 1\)"),
     Case("T* above T", "train", ["gaga.t_star=5000"], r"gaga.t_star=5000: T\* must lie in 1..100 .*t_star=auto"),
     Case("T* zero", "train", ["gaga.t_star=0"], r"gaga.t_star=0: T\* must lie in 1..100"),
-    Case("T* negative", "train", ["gaga.t_star=-3"], r"gaga.t_star=-3: T\* must lie in 1..100"),
     Case(
         "T* text",
         "train",
@@ -76,7 +71,6 @@ CASES = [
     Case("batch of 0", "train", ["data.batch_size=0"], r"data.batch_size=0: .*>= 1"),
     Case("batch above the split", "train", ["data.batch_size=100"], r"batch_size=100 is larger than the training"),
     Case("subset above the data", "train", ["data.subset.train=1000000"], r"subset.train=1000000 is larger than"),
-    Case("negative subset", "train", ["data.subset.train=-5"], r"data.subset.train=-5: .*>= 1 or null"),
     Case("n_samples 0", "sample", ["ckpt={ckpt}", "n_samples=0"], r"n_samples=0: n_samples must be an integer >= 1"),
     Case("sample batch 0", "sample", ["ckpt={ckpt}", "batch_size=0"], r"batch_size=0: batch_size must be an integer"),
     # checkpoints
