@@ -1,7 +1,7 @@
 """Benchmark of GAGA's T* search on EDM's full QM9 training split (100,000 molecules), both modes, with timings.
 
     python experiments/bench_tstar.py [--modes dataset per_molecule] [--target 550] [--out outputs/bench_tstar]
-                                      [--noise model|positions]
+                                      [--noise model|positions] [--variance auto|exact|paper|reference]
 
 Schedule: EDM's polynomial_2, precision 1e-5, T = 1000. Target: each mode under 60 s on two cores (QuJX/GAGA's
 per-molecule procedure takes about 46 h, ANCHORS.md). Prints T_ID, T_DS, T* per block and overall, and for
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["dataset", "per_molecule"])
     parser.add_argument("--target", type=int, default=PAPER_T_STAR, help="T* whose eps values to report")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data")
+    parser.add_argument("--variance", default="auto", help="gaga.variance: auto, exact, paper or reference")
     parser.add_argument("--noise", choices=sorted(NOISE), default="model", help="blocks whose noise is zero-mean")
     parser.add_argument("--out", type=Path, default=None, help="save each result (JSON, CSV, PNG) under this folder")
     args = parser.parse_args()
@@ -80,7 +81,10 @@ def main() -> None:
     for mode in args.modes:
         start = time.perf_counter()
         result = find_t_star(
-            blocks, offsets, alpha_bar, GaussianitySettings(mode=mode, zero_com_blocks=NOISE[args.noise])
+            blocks,
+            offsets,
+            alpha_bar,
+            GaussianitySettings(mode=mode, zero_com_blocks=NOISE[args.noise], variance=args.variance),
         )
         _report(result, time.perf_counter() - start)
         if args.out is not None:
