@@ -1,6 +1,6 @@
 """Faults on real training runs (train.py's Hydra entry point in forked child processes, so that each run skips the
 imports; tiny networks, 64 QM9 molecules, GAGA on): SIGKILL while a checkpoint is written, SIGKILL mid-epoch,
-SIGTERM; each resume with `ckpt_path=last` continues the same loss curve from the same state."""
+SIGTERM, SIGINT; each resume with `ckpt_path=last` continues the same loss curve from the same state."""
 
 import json
 import os
@@ -108,3 +108,10 @@ def test_killed_and_terminated_runs_resume_with_nothing_lost(tmp_path):
     assert start["start"] == 8 and [losses_3[s] for s in (9, 10)] == [losses_2[s] for s in (9, 10)]  # after the kill
     verify_digest(last)
     assert checkpoint_state(last)["step"] == 11  # SIGTERM wrote a checkpoint at the step it stopped
+
+    code, _ = train_forked(
+        *resume, f"{fault}.log={tmp_path}/4.jsonl", f"{fault}.signal_name=SIGINT", f"{fault}.at_step=12"
+    )
+    assert code == 1 and records(tmp_path / "4.jsonl")[0]["start"] == 11  # Ctrl+C: Lightning's graceful stop
+    verify_digest(last)
+    assert checkpoint_state(last)["step"] == 12
