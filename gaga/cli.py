@@ -86,10 +86,10 @@ def run_training(cfg: DictConfig) -> dict:
     datamodule = _instantiate(cfg.data)
     resume = _resume_path(cfg.get("ckpt_path"), trainer)
     try:
-        print(data_summary(datamodule))
-        check_split_sizes(datamodule.batch_size, {name: len(split) for name, split in datamodule.splits.items()})
         if resume not in (None, "last", "best", "hpc"):  # a checkpoint of this backbone and data, read safely
             read_checkpoint(resume, cfg.backbone.get("backbone"), datamodule.dataset_name)
+        print(data_summary(datamodule))
+        check_split_sizes(datamodule.batch_size, {name: len(split) for name, split in datamodule.splits.items()})
     except (FileNotFoundError, ValueError) as error:  # missing or bad data or checkpoint: the message says what to do
         raise SystemExit(f"error: {error}") from None
     model = build_model(cfg, datamodule)
