@@ -11,7 +11,14 @@ from scipy.stats import norm
 
 from gaga.data.elements import QM9_ATOMS
 from gaga.diffusion.forward import Normalizer, remove_mean
-from gaga.diffusion.losses import OneHotLikelihood, l2_loss, log_p_h_given_z0, log_prob_num_atoms, nll_estimate
+from gaga.diffusion.losses import (
+    OneHotLikelihood,
+    ZeroStep,
+    l2_loss,
+    log_p_h_given_z0,
+    log_prob_num_atoms,
+    nll_estimate,
+)
 from gaga.diffusion.schedules import NoiseSchedule
 from gaga.nn import EGNNDynamics
 
@@ -119,6 +126,23 @@ def test_log_p_h_given_z0_matches_scipy_bin_masses():
         q = float(charges[atom])
         log_charge = np.log(bin_mass(float(z_charges[atom]), q - 0.5, q + 0.5, sigma_0 * 10) + 1e-10)
         assert got[atom].item() == pytest.approx(log_type + log_charge, abs=1e-4)
+
+
+def test_one_hot_likelihood_scores_zero_meaned_features_as_their_one_hot(qm9_sample):
+    """GAGA's zero-meaned features: -log p(h | z_0) equals EDM's term on the un-centred one-hot and z_0 (whose
+    bins the scipy test above checks), and is a proper negative log-probability (>= 0)."""
+    normalizer = Normalizer.from_edm([1, 4, 10])
+    pos, h, batch, num_graphs = qm9_batch(qm9_sample, 20)
+    h = h[:, :5]  # the one-hot columns only (GAGA runs leave charges out)
+    centred = remove_mean(h, batch, num_graphs)
+    h_0 = centred + 0.01 * torch.randn(centred.shape, generator=torch.Generator().manual_seed(0), dtype=h.dtype)
+    sigma_0 = torch.full((len(h), 1), 0.01, dtype=h.dtype)
+    got = OneHotLikelihood(normalizer)(ZeroStep(h_0, centred, torch.zeros(num_graphs), sigma_0, batch, num_graphs))
+    expected = -log_p_h_given_z0(h_0 + (h - centred), h, sigma_0, normalizer, batch, num_graphs)
+    torch.testing.assert_close(got, expected)
+    assert bool((got >= 0).all())
+    plain = OneHotLikelihood(normalizer)(ZeroStep(h_0, h, torch.zeros(num_graphs), sigma_0, batch, num_graphs))
+    torch.testing.assert_close(plain, -log_p_h_given_z0(h_0, h, sigma_0, normalizer, batch, num_graphs))
 
 
 def test_log_prob_num_atoms_follows_histogram():

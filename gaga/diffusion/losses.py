@@ -101,12 +101,23 @@ FeatureLikelihood = Callable[[ZeroStep], torch.Tensor]  # -log p(h | z_0) per mo
 
 @dataclass(frozen=True)
 class OneHotLikelihood:
-    """EDM's -log p(h | z_0) for one-hot atom types (and charges): `log_p_h_given_z0`, negated."""
+    """EDM's -log p(h | z_0) for one-hot atom types (and charges): `log_p_h_given_z0`, negated.
+
+    Features zero-meaned per molecule (GAGA) are scored as the one-hot they encode: the molecule's mean, which
+    z_0 carries as a known shift, is added back to both, so each type's bin is centred on 1 again (zero-meaning
+    keeps the argmax). Without zero-meaning the shift is exactly 0 and this is EDM's term.
+    """
 
     normalizer: Normalizer
 
     def __call__(self, step: ZeroStep) -> torch.Tensor:
-        return -log_p_h_given_z0(step.h_0, step.h, step.sigma_0, self.normalizer, step.batch, step.num_graphs)
+        normalizer = self.normalizer
+        num_types = step.h.shape[1] - int(normalizer.include_charges)
+        onehot = step.h[:, :num_types] * normalizer.onehot_scale + normalizer.onehot_bias
+        shift = (F.one_hot(onehot.argmax(dim=1), num_types) - onehot) / normalizer.onehot_scale
+        shift = F.pad(shift, (0, step.h.shape[1] - num_types))
+        h, h_0 = step.h + shift, step.h_0 + shift
+        return -log_p_h_given_z0(h_0, h, step.sigma_0, normalizer, step.batch, step.num_graphs)
 
 
 @dataclass(frozen=True)
