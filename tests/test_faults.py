@@ -43,6 +43,7 @@ def train_forked(*overrides: str) -> tuple[int, str]:
     if pid == 0:  # the child: train.py's entry point, then exit without ever returning into pytest
         code = "crashed"
         try:
+            torch.set_num_threads(1)  # the parent's OpenMP threads do not exist here: a pool would deadlock (libgomp)
             sys.argv = ["train.py", *overrides]
             cli.train()
             code = 0
