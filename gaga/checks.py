@@ -26,6 +26,8 @@ def _number(value) -> bool:
     return (_integer(value) or isinstance(value, float)) and math.isfinite(value)
 
 
+_MISSING = object()
+
 # key -> (test, what a valid value is); a key missing from the config (another backbone, gaga=off) is not checked
 RULES: dict[str, tuple[Callable, str]] = {
     "seed": (_integer, "an integer"),
@@ -48,6 +50,7 @@ RULES: dict[str, tuple[Callable, str]] = {
     "gaga.eps_dep": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     "gaga.dataset_molecules": (lambda v: _integer(v) and v >= 2, "an integer >= 2"),
     "n_samples": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "batch_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "stride": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "eta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
     "strain_molecules": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: skip)"),
@@ -61,9 +64,8 @@ def check_settings(cfg: DictConfig) -> None:
     """SettingsError for the first setting of `cfg` that is unset (???) or breaks a rule (types, ranges, T* vs T)."""
     for key in cfg:
         if OmegaConf.is_missing(cfg, key):
-            raise SettingsError(
-                f"{key} is not set; pass {key}=... on the command line ({MANDATORY_HINTS.get(key, '')})"
-            )
+            hint = f" ({MANDATORY_HINTS[key]})" if key in MANDATORY_HINTS else ""
+            raise SettingsError(f"{key} is not set; pass {key}=... on the command line{hint}")
     for key, (valid, expected) in RULES.items():
         try:
             value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
@@ -73,10 +75,8 @@ def check_settings(cfg: DictConfig) -> None:
             raise SettingsError(
                 f"{key}={value!r}: {key} must be {expected}; fix it on the command line or in the config"
             )
-    if cfg.get("batch_size") is not None and not (_integer(cfg.batch_size) and cfg.batch_size >= 1):
-        raise SettingsError(f"batch_size={cfg.batch_size!r}: batch_size must be an integer >= 1; e.g. batch_size=100")
     _check_t_star(cfg)
-    _check_checkpoint_path(cfg.get("ckpt_path"), "ckpt_path", "a .ckpt file, auto (this run's last.ckpt) or null")
+    _check_resume_path(cfg.get("ckpt_path"))
 
 
 def _check_t_star(cfg: DictConfig) -> None:
@@ -89,11 +89,9 @@ def _check_t_star(cfg: DictConfig) -> None:
         )
 
 
-def _check_checkpoint_path(path, key: str, expected: str) -> None:
-    if path in (None, "auto", "last", "best") or not isinstance(path, str):
-        return
-    if not Path(path).is_file():
-        raise SettingsError(f"{key}={path}: no such file; pass {expected}")
+def _check_resume_path(path) -> None:
+    if isinstance(path, str) and path not in ("auto", "last", "best") and not Path(path).is_file():
+        raise SettingsError(f"ckpt_path={path}: no such file; pass a .ckpt file, auto (this run's last.ckpt) or null")
 
 
 def check_split_sizes(batch_size: int, split_sizes: dict[str, int]) -> None:
@@ -104,6 +102,3 @@ def check_split_sizes(batch_size: int, split_sizes: dict[str, int]) -> None:
             f"data.batch_size={batch_size} is larger than the training split ({train} molecules); "
             f"set data.batch_size<={train} or a larger data.subset.train"
         )
-
-
-_MISSING = object()
