@@ -1,6 +1,6 @@
 """Faults on real training runs (train.py's Hydra entry point in forked child processes, so that each run skips the
-imports; tiny networks, 64 QM9 molecules, GAGA on): SIGKILL while a checkpoint is written, SIGKILL mid-epoch,
-SIGTERM, SIGINT; each resume with `ckpt_path=last` continues the same loss curve from the same state."""
+imports; tiny EDM and GeoLDM networks, 64 QM9 molecules, GAGA on): SIGKILL while a checkpoint is written, SIGKILL
+mid-epoch, SIGTERM, SIGINT; each resume with `ckpt_path=last` continues the same loss curve from the same state."""
 
 import json
 import os
@@ -75,10 +75,11 @@ def checkpoint_state(path) -> dict:
 
 
 @pytest.mark.faults
-def test_killed_and_terminated_runs_resume_with_nothing_lost(tmp_path):
+@pytest.mark.parametrize("backbone", ["edm", "geoldm"])
+def test_killed_and_terminated_runs_resume_with_nothing_lost(tmp_path, backbone):
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
-    common = [*RUN, f"hydra.run.dir={run}"]
+    common = [*RUN, f"backbone={backbone}", f"hydra.run.dir={run}"]
     fault = "+callbacks.faults"
 
     code, _ = train_forked(*common, f"{fault}.log={tmp_path}/1.jsonl", f"{fault}.kill_in_write_at_epoch=1")
