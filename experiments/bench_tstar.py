@@ -16,10 +16,9 @@ import argparse
 import time
 from pathlib import Path
 
-from gaga.data.elements import QM9_ATOMS
-from gaga.data.qm9 import edm_split, load_qm9
-from gaga.diffusion.schedules import NoiseSchedule
-from gaga.gaussianity import FEATURES, POSITIONS, GaussianitySettings, find_t_star, molecule_blocks
+from bench_setup import qm9_training_blocks
+
+from gaga.gaussianity import FEATURES, POSITIONS, GaussianitySettings, find_t_star
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_T_STAR = 550  # GAGA, ICLR 2026: EDM on QM9
@@ -70,12 +69,9 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    qm9 = load_qm9(args.data_dir)
-    train = qm9.subset(edm_split(len(qm9))["train"])
-    blocks, offsets = molecule_blocks(train, QM9_ATOMS)
-    alpha_bar = NoiseSchedule("polynomial_2", 1000, 1e-5).alpha_bar()
+    blocks, offsets, alpha_bar, num_molecules = qm9_training_blocks(args.data_dir)
     print(
-        f"{len(train)} training molecules, blocks built in {time.perf_counter() - start:.1f} s; "
+        f"{num_molecules} training molecules, blocks built in {time.perf_counter() - start:.1f} s; "
         f"zero-mean noise in {NOISE[args.noise]}"
     )
     for mode in args.modes:

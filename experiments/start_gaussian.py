@@ -19,12 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_setup import qm9_training_blocks
 from scipy.stats import ks_2samp
 
-from gaga.data.elements import QM9_ATOMS
-from gaga.data.qm9 import edm_split, load_qm9
-from gaga.diffusion.schedules import NoiseSchedule
-from gaga.gaussianity import FEATURES, POSITIONS, center_per_molecule, molecule_blocks
+from gaga.gaussianity import FEATURES, POSITIONS, center_per_molecule
 from gaga.gaussianity.choice import VARIANCES, choose_variance
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,13 +42,10 @@ def main() -> None:
     args = parser.parse_args()
 
     start_time = time.perf_counter()
-    qm9 = load_qm9(args.data_dir)
-    train = qm9.subset(edm_split(len(qm9))["train"])
-    blocks, offsets = molecule_blocks(train, QM9_ATOMS)
-    alpha_bar = NoiseSchedule("polynomial_2", 1000, 1e-5).alpha_bar()
+    blocks, offsets, alpha_bar, num_molecules = qm9_training_blocks(args.data_dir)
     starts = {choice: choose_variance(blocks, offsets, choice, BOTH)[1] for choice in VARIANCES}
     print(
-        f"{len(train)} molecules; start v_hat: "
+        f"{num_molecules} molecules; start v_hat: "
         + "; ".join(f"{c} " + " / ".join(f"{starts[c][b]:.4f}" for b in BOTH) for c in VARIANCES)
     )
     rng = np.random.default_rng(args.seed)

@@ -23,11 +23,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_setup import qm9_training_blocks
 
-from gaga.data.elements import QM9_ATOMS
-from gaga.data.qm9 import edm_split, load_qm9
-from gaga.diffusion.schedules import NoiseSchedule
-from gaga.gaussianity import FEATURES, POSITIONS, GaussianitySettings, find_t_star, molecule_blocks
+from gaga.gaussianity import FEATURES, POSITIONS, GaussianitySettings, find_t_star
 from gaga.gaussianity.blocks import SizeGroups
 from gaga.gaussianity.dataset_mode import dependence_null
 from gaga.gaussianity.reference_procedure import TESTS, run_test
@@ -130,9 +128,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "experiments" / "results")
     args = parser.parse_args()
-    qm9 = load_qm9(args.data_dir)
-    blocks, offsets = molecule_blocks(qm9.subset(edm_split(len(qm9))["train"]), QM9_ATOMS)
-    alpha_bar = NoiseSchedule("polynomial_2", 1000, 1e-5).alpha_bar()
+    blocks, offsets, alpha_bar, _ = qm9_training_blocks(args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if "null" in args.parts:
