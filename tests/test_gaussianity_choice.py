@@ -9,7 +9,7 @@ from gaga.data.elements import QM9_ATOMS
 from gaga.gaussianity import FEATURES, POSITIONS, marginal_variance, molecule_blocks
 from gaga.gaussianity.choice import choose_variance, start_variance
 from tests.conftest import EDM_ALPHA_BAR as ALPHA_BAR
-from tests.conftest import tiny_setup
+from tests.test_gaussianity_callback import fit_with
 
 T_STAR = 550
 BOTH = (POSITIONS, FEATURES)
@@ -78,19 +78,8 @@ def test_reference_start_is_the_reference_codes_v550(qm9_train):
 
 @pytest.mark.parametrize("choice", ["paper", "reference"])
 def test_callback_gives_the_model_the_choice_start(tmp_path, choice):
-    from tests.conftest import quiet_trainer
-
-    datamodule, model = tiny_setup(zero_mean_features=True)
-    callback = GaussianityCallback(40, variance=choice, workers=1)
-    trainer = quiet_trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        logger=False,
-        default_root_dir=tmp_path,
-        callbacks=[callback],
-    )
-    trainer.fit(model, datamodule=datamodule)
+    trainer, model = fit_with(GaussianityCallback(40, variance=choice, workers=1), tmp_path)
+    datamodule = trainer.datamodule
     blocks, offsets = model.gaussianity_data(datamodule.ordered_loader("train"), progress=False)
     _, start = choose_variance(blocks, offsets, choice, BOTH)
     a = model.alpha_bar(40)
