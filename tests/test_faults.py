@@ -1,6 +1,8 @@
 """Faults on real training runs (train.py's Hydra entry point in forked child processes, so that each run skips the
 imports; tiny EDM and GeoLDM networks, 64 QM9 molecules, GAGA on): SIGKILL while a checkpoint is written, SIGKILL
-mid-epoch, SIGTERM, SIGINT; each resume with `ckpt_path=last` continues the same loss curve from the same state."""
+mid-epoch, SIGTERM, SIGINT; each resume with `ckpt_path=last` continues the same loss curve from the same state. A
+run stopped mid-epoch (SIGTERM after the second of an epoch's four batches) resumes with that epoch's third batch:
+its losses equal the uninterrupted run's at every step to the end of the epoch."""
 
 import json
 import os
@@ -74,6 +76,12 @@ def checkpoint_state(path) -> dict:
     }
 
 
+def loader_position(path) -> dict:
+    """The training loader's position that Lightning's fit loop stored in a checkpoint (ResumableLoader.state_dict)."""
+    [position] = torch.load(path, weights_only=True)["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    return position
+
+
 @pytest.mark.faults
 @pytest.mark.parametrize("backbone", ["edm", "geoldm"])
 def test_killed_and_terminated_runs_resume_with_nothing_lost(tmp_path, backbone):
@@ -92,9 +100,9 @@ def test_killed_and_terminated_runs_resume_with_nothing_lost(tmp_path, backbone)
 
     resume = [*common, "ckpt_path=last"]
     code, _ = train_forked(
-        *resume, f"{fault}.log={tmp_path}/2.jsonl", f"{fault}.signal_name=SIGKILL", f"{fault}.at_step=10"
+        *resume, f"{fault}.log={tmp_path}/2.jsonl", f"{fault}.signal_name=SIGKILL", f"{fault}.at_step=12"
     )
-    assert code == -signal.SIGKILL
+    assert code == -signal.SIGKILL  # killed after the last step of epoch 3, before its checkpoint
     start, losses_2 = records(tmp_path / "2.jsonl")
     assert start["start"] == 4 and start["gaga"] == saved["gaga"]
     assert start["ema"] == pytest.approx(saved["ema"], rel=1e-12) and start["adam"] == pytest.approx(saved["adam"])
@@ -103,17 +111,20 @@ def test_killed_and_terminated_runs_resume_with_nothing_lost(tmp_path, backbone)
     assert checkpoint_state(last)["step"] == 8
 
     code, message = train_forked(
-        *resume, f"{fault}.log={tmp_path}/3.jsonl", f"{fault}.signal_name=SIGTERM", f"{fault}.at_step=11"
+        *resume, f"{fault}.log={tmp_path}/3.jsonl", f"{fault}.signal_name=SIGTERM", f"{fault}.at_step=10"
     )
-    assert code == 1 and "stopped by SIGTERM at step 11" in message, message
+    assert code == 1 and "stopped by SIGTERM at step 10" in message, message
     start, losses_3 = records(tmp_path / "3.jsonl")
     assert start["start"] == 8 and [losses_3[s] for s in (9, 10)] == [losses_2[s] for s in (9, 10)]  # after the kill
     verify_digest(last)
-    assert checkpoint_state(last)["step"] == 11  # SIGTERM wrote a checkpoint at the step it stopped
+    assert checkpoint_state(last)["step"] == 10  # SIGTERM wrote a checkpoint at the step it stopped, mid-epoch
+    assert loader_position(last) == {"epoch": 2, "batches_done": 2, "num_batches": 4, "bucketing": False}
 
     code, _ = train_forked(
         *resume, f"{fault}.log={tmp_path}/4.jsonl", f"{fault}.signal_name=SIGINT", f"{fault}.at_step=12"
     )
-    assert code == 1 and records(tmp_path / "4.jsonl")[0]["start"] == 11  # Ctrl+C: Lightning's graceful stop
+    start, losses_4 = records(tmp_path / "4.jsonl")
+    assert code == 1 and start["start"] == 10  # Ctrl+C: Lightning's graceful stop
+    assert [losses_4[s] for s in (11, 12)] == [losses_2[s] for s in (11, 12)]  # the rest of epoch 3, its own batches
     verify_digest(last)
     assert checkpoint_state(last)["step"] == 12

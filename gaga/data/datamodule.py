@@ -1,13 +1,16 @@
 """The LightningDataModule: a molecule source -> cached MoleculeSet -> splits -> PyG `Batch`es.
 
 Batches carry `pos` (Angstrom), one-hot `x`, `charges` (atomic numbers, [N, 1]), `batch` and
-`ptr`; no padding. Zero-meaning and normalisation belong to the model, not the data.
+`ptr`; no padding. Zero-meaning and normalisation belong to the model, not the data. Training batches are a
+function of (seed, epoch) (EpochBatchSampler, optionally size-bucketed), served by a loader whose position in the
+epoch Lightning saves in checkpoints (ResumableLoader): a run resumed mid-epoch goes on with that epoch's next batch.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +45,7 @@ class MoleculeDataset(torch.utils.data.Dataset):
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
-    """A permutation that depends only on (seed, epoch), so a resumed run sees the same batches.
-
-    Lightning calls `set_epoch` at the start of every epoch.
-    """
+    """A permutation that depends only on (seed, epoch). Lightning calls `set_epoch` at the start of every epoch."""
 
     def __init__(self, size: int, seed: int):
         self.size, self.seed, self.epoch = size, seed, 0
@@ -61,6 +61,101 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
+class EpochBatchSampler(torch.utils.data.BatchSampler):
+    """An epoch's training batches, a function of (seed, epoch) only, that can start at any batch of an epoch.
+
+    `sampler` gives the epoch's molecule order and holds the epoch (EpochShuffleSampler; under DDP Lightning swaps
+    in its DistributedSampler, also a function of (seed, epoch), one shard per rank, and calls `set_epoch` on it as
+    on any `batch_sampler.sampler`). Batches are consecutive runs of that order. With `bucketing`, the order is
+    first sorted by atom count (`sizes`; a stable sort, so molecules of one size stay in random order), cut into
+    batches, and the batches are shuffled by (seed, epoch): molecules of similar size share a batch, and every epoch
+    still holds every molecule exactly once (only the last batch cut may be smaller).
+
+    `resume_at(epoch, k)` makes the next pass over that epoch skip its first k batches.
+    """
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool = False, sizes=None, bucketing: bool = False, seed=0):
+        if drop_last:
+            raise ValueError("EpochBatchSampler serves every molecule every epoch; drop_last must be False")
+        if bucketing and sizes is None:
+            raise ValueError("bucketing needs the atom count of every molecule (sizes)")
+        super().__init__(sampler, batch_size, drop_last=False)
+        self.sizes = None if sizes is None else np.asarray(sizes)
+        self.bucketing, self.seed = bool(bucketing), int(seed)
+        self._resume: dict[int, int] = {}
+
+    @property
+    def epoch(self) -> int:
+        return int(getattr(self.sampler, "epoch", 0))
+
+    def epoch_batches(self) -> list[list[int]]:
+        """All batches of the current epoch, in training order."""
+        order = np.fromiter(iter(self.sampler), dtype=np.int64)
+        if self.bucketing:
+            order = order[np.argsort(self.sizes[order], kind="stable")]
+        batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        if self.bucketing:
+            batches = [batches[i] for i in np.random.default_rng((self.seed, self.epoch)).permutation(len(batches))]
+        return batches
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        self._resume = {epoch: batches_done}
+
+    def __iter__(self):
+        resume, self._resume = self._resume, {}
+        return iter(self.epoch_batches()[resume.get(self.epoch, 0) :])
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+
+class ResumableLoader(DataLoader):
+    """The training loader: an EpochBatchSampler's batches, and its position in the epoch saved in checkpoints.
+
+    Lightning's supported mechanism for a mid-epoch resume: its fit loop stores `state_dict()` of every training
+    loader that has one in the checkpoint (`loops.fit_loop.state_dict.combined_loader`) and, resuming an unfinished
+    epoch, hands it back to `load_state_dict` before it iterates the loader. The position is `batches_done()`, the
+    fit loop's own count of this epoch's processed batches (`batch_progress.current.processed`), from which Lightning
+    continues the epoch's batch index: loader and loop agree whether the checkpoint came from a batch end, SIGTERM
+    or Ctrl+C. Iteration is lazy: the epoch's order is read at the first batch, not when the iterator is made (a run
+    resumed at an epoch's start makes it before Lightning's `set_epoch`, and workers would prefetch a stale order).
+    """
+
+    def __init__(self, dataset, batches_done: Callable[[], int], **kwargs):
+        # the batch sampler comes in kwargs, where Lightning's DDP sampler injection (a re-instantiation) expects it
+        super().__init__(dataset, **kwargs)
+        self.batches_done = batches_done
+
+    def __iter__(self):
+        yield from super().__iter__()
+
+    def state_dict(self) -> dict:
+        batches = self.batch_sampler
+        return {
+            "epoch": batches.epoch,
+            "batches_done": int(self.batches_done()),
+            "num_batches": len(batches),
+            "bucketing": batches.bucketing,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        batches = self.batch_sampler
+        plan = {"num_batches": len(batches), "bucketing": batches.bucketing}
+        saved = {key: state[key] for key in plan}
+        if saved != plan:
+            log.warning(
+                "the checkpoint was written in epoch %d after %d batches of another batch plan (%s, now %s: "
+                "data.batch_size, data.subset or data.bucketing changed); the rest of that epoch takes batches "
+                "from the start of its new order",
+                state["epoch"],
+                state["batches_done"],
+                saved,
+                plan,
+            )
+            return
+        batches.resume_at(state["epoch"], state["batches_done"])
+
+
 class MoleculeDataModule(pl.LightningDataModule):
     """Serves a source's splits (optionally subsets) as PyG batches and exposes training statistics.
 
@@ -69,7 +164,9 @@ class MoleculeDataModule(pl.LightningDataModule):
             (`gaga.data.qm9.QM9`, `gaga.data.drugs.GeomDrugs`).
         remove_h: drop hydrogens (and the H column of the one-hot).
         subset: optional cap per split, e.g. {train: 1000, valid: 200}; molecules drawn with `seed`.
-        seed: seed of subset draws and of the training shuffle.
+        seed: seed of subset draws and of the training batches (a function of seed and epoch, see EpochBatchSampler).
+        bucketing: training batches of molecules with similar atom counts (EpochBatchSampler); this changes EDM's
+            loss weights (each molecule's error is divided by its batch's largest molecule), see conf/data/qm9.yaml.
     """
 
     def __init__(
@@ -82,10 +179,14 @@ class MoleculeDataModule(pl.LightningDataModule):
         subset: dict[str, int] | None = None,
         seed: int = 0,
         stats_dir: str | Path | None = None,
+        bucketing: bool = False,
     ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if not isinstance(bucketing, bool):
+            raise ValueError(f"data.bucketing must be true or false, got {bucketing!r}")
+        self.bucketing = bucketing
         self.source, self.remove_h, self.seed = source, bool(remove_h), int(seed)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
@@ -175,21 +276,38 @@ class MoleculeDataModule(pl.LightningDataModule):
         dataset = self.dataset(split)
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.dataset(split)
-        return DataLoader(
+    def train_dataloader(self) -> ResumableLoader:
+        dataset = self.dataset("train")
+        batches = EpochBatchSampler(
+            EpochShuffleSampler(len(dataset), self.seed),
+            self.batch_size,
+            sizes=np.diff(dataset.molecules.offsets),
+            bucketing=self.bucketing,
+            seed=self.seed,
+        )
+        return ResumableLoader(
             dataset,
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
+            self._batches_done,
+            batch_sampler=batches,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def _batches_done(self) -> int:
+        """Training batches processed so far in this epoch, as the fit loop of the trainer counts them."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def _evaluation_loader(self, split: str) -> DataLoader:
+        dataset = self.dataset(split)
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", shuffle=False)
+        return self._evaluation_loader("valid")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._evaluation_loader("test")
