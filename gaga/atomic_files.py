@@ -1,9 +1,10 @@
 """Atomic file replacement: write a temporary file beside the target, then rename it over the target.
 
 A crash or an error while writing (a full disk included) leaves the previous file (or no file) in place, never a
-truncated one. Files that matter (checkpoints, data caches) also get a digest file `<name>.sha256` (size and
-SHA-256) written with them, and `verify_digest` refuses a file changed or truncated since. `locked` serialises
-processes that write and read one shared file with its digest (two runs sharing data/).
+truncated one. Files that matter (checkpoints, data caches, T* caches) also get a digest file `<name>.sha256` (size
+and SHA-256) written with them, and `verify_digest` refuses a file changed or truncated since. `locked` serialises
+processes that write and read one shared file with its digest (two runs sharing data/). A digest catches damage
+(a torn copy, a bad disk, an edit by hand), not a forger, who can rewrite the digest too.
 """
 
 from __future__ import annotations
@@ -59,7 +60,12 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
 
 
 class DigestError(ValueError):
-    """A file whose size or SHA-256 differs from the digest recorded when it was written."""
+    """A file whose size or SHA-256 differs from the digest recorded when it was written (or, where a digest is
+    required, has none); `problem` says what is wrong, without the advice of the message."""
+
+    def __init__(self, message: str, problem: str):
+        super().__init__(message)
+        self.problem = problem
 
 
 def digest_path(path: str | Path) -> Path:
@@ -80,16 +86,23 @@ def write_digest(path: str | Path) -> None:
     write_text_atomically(digest_path(path), json.dumps(file_digest(path)) + "\n")
 
 
-def verify_digest(path: str | Path) -> None:
-    """DigestError naming the file when it differs from its recorded digest; files without a digest pass."""
+def verify_digest(path: str | Path, required: bool = False) -> None:
+    """DigestError naming the file when it differs from its recorded digest; files without a digest pass unless
+    `required`."""
     recorded = digest_path(path)
     if not recorded.is_file():
-        return
+        if not required:
+            return
+        problem = f"no digest {recorded.name} beside it (written before digests, or the digest was removed)"
+        raise DigestError(f"{path}: {problem}; delete it, or write it again", problem)
     try:
         expected = json.loads(recorded.read_text(encoding="utf-8"))
         size, sha = int(expected["size"]), str(expected["sha256"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
-        raise DigestError(f"{recorded}: unreadable digest ({error}); delete it and the file it describes") from None
+        problem = f"unreadable digest {recorded.name} ({error})"
+        raise DigestError(
+            f"{recorded}: unreadable digest ({error}); delete it and the file it describes", problem
+        ) from None
     actual_size = Path(path).stat().st_size
     if actual_size != size:
         problem = f"{actual_size} bytes, but {size} were written"
@@ -97,7 +110,27 @@ def verify_digest(path: str | Path) -> None:
         problem = "its SHA-256 differs from the one recorded when it was written"
     else:
         return
-    raise DigestError(f"{path}: corrupt or truncated ({problem}); delete it and its {recorded.name}, or replace both")
+    raise DigestError(
+        f"{path}: corrupt or truncated ({problem}); delete it and its {recorded.name}, or replace both",
+        f"corrupt or truncated: {problem}",
+    )
+
+
+def write_text_with_digest(path: str | Path, text: str) -> Path:
+    """`write_text_atomically` and the file's digest, under its lock (a reader never pairs the text with another
+    writer's digest)."""
+    with locked(path):
+        write_text_atomically(path, text)
+        write_digest(path)
+    return Path(path)
+
+
+def read_verified_text(path: str | Path) -> str:
+    """The text of a file written by `write_text_with_digest`; DigestError when its digest is missing or unreadable,
+    or the file was truncated, corrupted or edited since it was written."""
+    with locked(path):
+        verify_digest(path, required=True)
+        return Path(path).read_text(encoding="utf-8")
 
 
 @contextmanager

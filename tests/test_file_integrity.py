@@ -1,6 +1,7 @@
 """Files on disk under faults: a full disk (a real write limit, RLIMIT_FSIZE) leaves the previous file and says so;
-corrupt data caches are refused by their digest; a T* cache with broken JSON is reported and recomputed; two
-processes writing and reading one cache never see a torn or mismatched file."""
+corrupt data caches are refused by their digest; a T* cache truncated, corrupted, edited, without its digest or with
+broken JSON is reported and recomputed, never loaded; two processes writing and reading one cache never see a torn or
+mismatched file."""
 
 import errno
 import logging
@@ -11,10 +12,11 @@ import signal
 import numpy as np
 import pytest
 
-from gaga.atomic_files import verify_digest
+from gaga.atomic_files import digest_path, verify_digest, write_digest
 from gaga.callbacks.gaussianity import GaussianityCallback
 from gaga.data.molecules import CacheError, MoleculeSet
-from tests.conftest import quiet_trainer, tiny_setup
+from gaga.gaussianity import TStarResult, find_t_star
+from tests.conftest import tiny_setup
 
 
 def molecules(num: int, value: float = 0.0) -> MoleculeSet:
@@ -56,24 +58,41 @@ def test_damaged_data_cache_is_refused_by_its_digest(tmp_path, damage):
         MoleculeSet.load(path, "Rebuild with X")
 
 
-def test_broken_t_star_cache_is_reported_and_recomputed(tmp_path, caplog):
-    broken = '{"t_star": 4'  # a half-written file
+def test_damaged_t_star_cache_is_reported_and_recomputed_never_loaded(tmp_path, caplog, monkeypatch):
+    """Each damage to a T* cache is named in a warning and costs one recomputation; the result is never the file's (an
+    edited T* stays unused), and the cache is written again whole, with its digest."""
+    import gaga.callbacks.gaussianity as gaussianity
+
+    computed = []
+    monkeypatch.setattr(gaussianity, "find_t_star", lambda *a, **k: computed.append(1) or find_t_star(*a, **k))
     settings = {"grid_step": 10, "dataset_molecules": 100, "eps_ds": 0.03, "eps_dep": 0.05, "workers": 1}
+    datamodule, model = tiny_setup(zero_mean_features=True)
+    callback = GaussianityCallback("auto", cache_dir=tmp_path, **settings)
+    t_star = callback.evaluate(datamodule, model).t_star
+    [cache] = tmp_path.glob("tstar_*.json")
 
-    def fit() -> int:
-        datamodule, model = tiny_setup(zero_mean_features=True)
-        callback = GaussianityCallback("auto", cache_dir=tmp_path / "cache", **settings)
-        trainer = quiet_trainer(max_steps=1, limit_val_batches=0, default_root_dir=tmp_path, callbacks=[callback])
-        trainer.fit(model, datamodule=datamodule)
-        return model.hparams.gaga["t_star"]
+    def flip_a_byte(text: str) -> None:
+        data = bytearray(text.encode())
+        data[len(data) // 2] ^= 0x01
+        cache.write_bytes(bytes(data))
 
-    t_star = fit()
-    [written] = (tmp_path / "cache").glob("tstar_*.json")
-    written.write_text(broken)
+    damages = {  # damage of the current cache text -> what the warning says
+        "truncated": (lambda text: cache.write_text(text[: len(text) // 2]), "were written"),
+        "corrupted": (flip_a_byte, "SHA-256 differs"),
+        "edited": (lambda text: cache.write_text(text.replace(f'"t_star": {t_star}', '"t_star": 7')), "corrupt"),
+        "digest removed": (lambda text: digest_path(cache).unlink(), f"no digest {cache.name}.sha256"),
+        "broken JSON, digest to match": (lambda text: (cache.write_text(text[:20]), write_digest(cache)), "unreadable"),
+    }
+    assert callback.evaluate(datamodule, model).t_star == t_star and len(computed) == 1  # intact: read, not computed
     caplog.set_level(logging.WARNING)
-    assert fit() == t_star
-    assert f"ignoring unreadable T* cache {written}" in caplog.text and "recomputing" in caplog.text
-    assert written.read_text() != broken and '"t_star"' in written.read_text()  # replaced by the recomputed result
+    for damage, (apply, problem) in damages.items():
+        caplog.clear()
+        apply(cache.read_text())
+        assert callback.evaluate(datamodule, model).t_star == t_star, damage
+        assert f"T* cache {cache} (" in caplog.text and problem in caplog.text and "recomputing" in caplog.text, damage
+        verify_digest(cache, required=True)  # written again, whole, with its digest
+        assert TStarResult.from_json(cache.read_text()).t_star == t_star, damage
+    assert len(computed) == 1 + len(damages)
 
 
 def _writer(path, value: float, rounds: int) -> None:

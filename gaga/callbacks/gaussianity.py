@@ -2,8 +2,9 @@
 
 The paper's step 1 as a Lightning callback: T* and v_hat are computed once (rank 0, broadcast in DDP) on the
 arrays the backbone diffuses (EDM: normalised atoms; GeoLDM: its encoder's latents), cached by data + backbone
-identity + evaluator settings, stored in the checkpoint and logged with their curves. It talks to the model
-only through the backbone interface of gaga.models.base.
+identity + evaluator settings (with a SHA-256 digest: a damaged cache is reported and recomputed, never loaded),
+stored in the checkpoint and logged with their curves. It talks to the model only through the backbone interface of
+gaga.models.base.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from gaga.atomic_files import write_text_atomically
+from gaga.atomic_files import DigestError, read_verified_text, write_text_with_digest
 from gaga.console import interactive, say
 from gaga.gaussianity import (
     FEATURES,
@@ -152,21 +153,32 @@ class GaussianityCallback(pl.Callback):
     def _evaluate(self, training_arrays, pl_module, key: str, settings: GaussianitySettings) -> TStarResult:
         """The evaluator's result for this data and model: from the cache, else computed (and cached)."""
         cached = self.cache_dir / f"tstar_{key}.json" if self.cache_dir else None
-        result = None
-        if cached is not None and cached.exists():
-            try:
-                result = TStarResult.from_json(cached.read_text())
-                log.info("GAGA: T* from cache %s", cached)
-            except (ValueError, TypeError) as error:
-                log.warning("ignoring unreadable T* cache %s (%s); recomputing", cached, error)
+        result = self._cached_result(cached) if cached is not None and cached.exists() else None
         if result is None:
             blocks, offsets = training_arrays()
             result = find_t_star(blocks, offsets, pl_module.schedule.alpha_bar(), settings, progress=interactive())
             if cached is not None:
-                write_text_atomically(cached, result.to_json())
+                write_text_with_digest(cached, result.to_json())
         if self.out_dir is not None:
             paths = result.save(self.out_dir)
             self._say(f"GAGA: curves and plot in {paths['plot'].parent} ({', '.join(p.name for p in paths.values())})")
+        return result
+
+    @staticmethod
+    def _cached_result(cached: Path) -> TStarResult | None:
+        """The cache's result, or None (with a warning naming the file) when it fails its digest (truncated,
+        corrupted, edited, or without one) or does not parse: such a file is never loaded, T* is recomputed."""
+        try:
+            text = read_verified_text(cached)
+        except DigestError as error:
+            log.warning("not loading T* cache %s (%s); recomputing", cached, error.problem)
+            return None
+        try:
+            result = TStarResult.from_json(text)
+        except (ValueError, TypeError) as error:
+            log.warning("ignoring unreadable T* cache %s (%s); recomputing", cached, error)
+            return None
+        log.info("GAGA: T* from cache %s", cached)
         return result
 
     def _send_curves(self, run) -> None:
