@@ -29,6 +29,8 @@ How an image is read (the table's "reading" column):
   all with 1,797 digits, its null mean 0.87 / sqrt(n) = 0.0205 being above eps_ds); Dep over random pixel pairs
   with find_t_star's null and T_ID rule; H^(2) = ||offdiag Cov||_F of the image vector. Orders k >= 3 are left
   out there: the sampling floor of ||C^(k)||_F grows as d^(k/2) / sqrt(n) and swamps the signal at d = 64 or 256.
+- "pixels, mean removed per image (diagnostic)": the pixel reading of the images minus each image's own mean, to
+  show how much of the pixel-pair dependence that mean carries (the images themselves keep it everywhere else).
 "T_DS of the mean alone" is the step at which the data's mean alone (mu_t = alpha_t mean(x)) puts the KS distance
 below eps_ds (mean_shift_step): 0 for zero-meaned molecules.
 
@@ -63,6 +65,8 @@ PATCH = 16
 PHOTOS = ("camera", "astronaut", "coins", "moon", "coffee", "chelsea", "rocket", "clock")
 SETS = ("qm9", "geoldm", "digits", "patches")
 SECOND_MOMENT = "nodes, second-moment v_hat"
+CENTRED = "pixels, mean removed"
+PIXEL_READINGS = {"pixels": "pixels, fitted normal per pixel", CENTRED: "pixels, mean removed per image (diagnostic)"}
 LABELS = {"positions": "coordinates", "features": "atom features"}
 
 
@@ -114,7 +118,7 @@ def geoldm_blocks(data_dir: Path, molecules: int):
     return blocks, offsets, tuple(model.zero_mean_blocks)
 
 
-def pixel_view(name: str, x: np.ndarray, alpha_bar: np.ndarray, settings: GaussianitySettings):
+def pixel_view(name: str, x: np.ndarray, alpha_bar: np.ndarray, settings: GaussianitySettings, reading="pixels"):
     """Table row and curves of images x [n, d] read with one dimension per pixel (module docstring): D_fit, Dep over
     pixel pairs (null and T_ID rule as find_t_star's) and H^(2) of the image vector."""
     rng = np.random.default_rng(settings.seed)
@@ -156,9 +160,9 @@ def pixel_view(name: str, x: np.ndarray, alpha_bar: np.ndarray, settings: Gaussi
     t_id = first_below(cached("Dep"), grid, eps_dep, bisection, settings.t_id_rule)
     h = functional_along_t(x, alpha_bar[grid], order=2)
     t_star = None if None in (t_ds, t_id) else max(t_ds, t_id)
-    table = [record(name, "pixels, fitted normal per pixel", len(x), "", t_ds, "", t_id, eps_dep, t_star, t_star, h[0])]
-    curves = [point(name, "pixels", t, kind, v) for kind, column in values.items() for t, v in sorted(column.items())]
-    curves += [point(name, "pixels", t, "H", v) for t, v in zip(grid, h, strict=True)]
+    table = [record(name, PIXEL_READINGS[reading], len(x), "", t_ds, "", t_id, eps_dep, t_star, t_star, h[0])]
+    curves = [point(name, reading, t, kind, v) for kind, column in values.items() for t, v in sorted(column.items())]
+    curves += [point(name, reading, t, "H", v) for t, v in zip(grid, h, strict=True)]
     return table, curves
 
 
@@ -225,7 +229,7 @@ def point(name: str, reading: str, t, statistic: str, value) -> dict:
 
 def plot(curves: list[dict], table: list[dict], settings: GaussianitySettings, path: Path) -> None:
     """D_t, Dep and H against t: one colour per data set; the evaluator solid, the second-moment control dash-dot,
-    the pixel reading dashed (its D panel shows D_fit)."""
+    the pixel reading dashed and its mean-removed diagnostic dotted (their D panel shows D_fit)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,7 +238,7 @@ def plot(curves: list[dict], table: list[dict], settings: GaussianitySettings, p
     names = list(dict.fromkeys(c["data set"] for c in curves))
     colours = {n: f"C{i}" for i, n in enumerate(names)}
     t_star = {(r["data set"], r["reading"]): r["T* (block)"] for r in table}
-    styles = {"nodes, exact v_hat": "-", "nodes, second-moment v_hat": "-.", "pixels": "--"}
+    styles = {"nodes, exact v_hat": "-", SECOND_MOMENT: "-.", "pixels": "--", CENTRED: ":"}
     panels = [
         ("D", "KS distance D_t", settings.eps_ds, "eps_ds"),
         ("Dep", "Dep: mean KSG MI (nats)", settings.eps_dep, "eps_dep (before the null)"),
@@ -266,7 +270,7 @@ def plot(curves: list[dict], table: list[dict], settings: GaussianitySettings, p
     figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     figure.suptitle(
         "Gaussian onset under GAGA's dataset-mode evaluator: molecules (atoms as nodes) and images (pixels as nodes "
-        "solid / dash-dot, pixels as dimensions dashed)",
+        "solid / dash-dot, pixels as dimensions dashed / dotted)",
         fontsize=10,
     )
     figure.tight_layout(rect=(0, 0.17, 1, 1))
@@ -311,6 +315,8 @@ def main() -> None:
             found.append(evaluate(name, blocks, offsets, (), alpha_bar, settings))
             found.append(evaluate(name, blocks, offsets, (), alpha_bar, settings, SECOND_MOMENT, second_moment))
             found.append(pixel_view(name, images, alpha_bar, settings))
+            centred = images - images.mean(axis=1, keepdims=True)
+            found.append(pixel_view(name, centred, alpha_bar, settings, CENTRED))
     table = [row for rows, _ in found for row in rows]
     curves = [c for _, cs in found for c in cs]
     args.out.mkdir(parents=True, exist_ok=True)
