@@ -57,7 +57,7 @@ from gaga.gaussianity import GaussianitySettings, VarianceEstimate, estimate_var
 from gaga.gaussianity.dataset_mode import first_below
 from gaga.gaussianity.ks import ks_statistic
 from gaga.gaussianity.mutual_info import ksg_mutual_information_large
-from gaga.gaussianity.tstar import _dep_threshold
+from gaga.gaussianity.tstar import dep_threshold
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PIXELS = "pixels"
@@ -155,7 +155,7 @@ def pixel_view(name: str, x: np.ndarray, alpha_bar: np.ndarray, settings: Gaussi
         dependence(np.random.default_rng([settings.seed, 7919, i]).standard_normal(x.shape))
         for i in range(settings.dep_null_draws)
     ]
-    eps_dep = _dep_threshold(settings, null)
+    eps_dep = dep_threshold(settings, null)
     t_ds = first_below(cached("D_fit"), grid, settings.eps_ds, bisection)
     t_id = first_below(cached("Dep"), grid, eps_dep, bisection, settings.t_id_rule)
     h = functional_along_t(x, alpha_bar[grid], order=2)

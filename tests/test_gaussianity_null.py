@@ -6,7 +6,7 @@ import pytest
 
 from gaga.gaussianity import FEATURES, POSITIONS, GaussianitySettings, find_t_star
 from gaga.gaussianity.dataset_mode import first_below
-from gaga.gaussianity.tstar import _dep_threshold
+from gaga.gaussianity.tstar import dep_threshold
 from tests.conftest import EDM_ALPHA_BAR as ALPHA_BAR
 
 GRID = np.arange(0, 201, 50)
@@ -43,10 +43,10 @@ def test_monotone_rule_uses_the_isotonic_fit():
 
 def test_threshold_is_raised_to_the_null_quantile():
     settings = GaussianitySettings(eps_dep=0.01, dep_null_quantile=0.95)
-    assert _dep_threshold(settings, [0.001, 0.004, 0.002]) == 0.01
+    assert dep_threshold(settings, [0.001, 0.004, 0.002]) == 0.01
     null = [0.0, 0.012, 0.02, 0.005]
-    assert _dep_threshold(settings, null) == pytest.approx(np.quantile(null, 0.95, method="higher")) == 0.02
-    assert _dep_threshold(settings, []) == 0.01
+    assert dep_threshold(settings, null) == pytest.approx(np.quantile(null, 0.95, method="higher")) == 0.02
+    assert dep_threshold(settings, []) == 0.01
 
 
 @pytest.fixture(scope="module")

@@ -180,7 +180,7 @@ def _dataset_mode(blocks, offsets, alpha_bar, variance, settings, grid, rng, pro
         settings.seed,
         settings.workers,
     )
-    eps_dep = {b: _dep_threshold(settings, null[b]) for b in blocks}
+    eps_dep = {b: dep_threshold(settings, null[b]) for b in blocks}
     t_id = {b: first_below(statistic("Dep", b), grid, eps_dep[b], bisection, settings.t_id_rule) for b in blocks}
     steps = sorted({t for column in values.values() for t in column})
     curves = {name: [column.get(t) for t in steps] for name, column in values.items()}
@@ -189,7 +189,7 @@ def _dataset_mode(blocks, offsets, alpha_bar, variance, settings, grid, rng, pro
     return t_ds, t_id, by_block, _latest(by_block.values()), steps, curves, summary
 
 
-def _dep_threshold(settings: GaussianitySettings, null: list[float]) -> float:
+def dep_threshold(settings: GaussianitySettings, null: list[float]) -> float:
     """The Dep threshold T_ID uses: eps_dep, raised to the null's dep_null_quantile (numpy "higher") if above it."""
     if not null:
         return float(settings.eps_dep)
