@@ -112,15 +112,18 @@ def run_training(cfg: DictConfig) -> dict:
 
 
 def _resume_path(ckpt_path: str | None, trainer) -> str | None:
-    """`auto`: this run folder's last.ckpt when it has one (a requeued SLURM job continues), else a fresh start."""
+    """`auto`: the newer of this run folder's last.ckpt and the checkpoint Lightning writes on SLURM's requeue signal
+    (hpc_ckpt_N.ckpt), so a requeued SLURM job continues; else a fresh start."""
     if ckpt_path != "auto":
         return ckpt_path
     callback = trainer.checkpoint_callback
-    last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
-    if last is None or not last.is_file():
+    found = [Path(callback.dirpath) / "last.ckpt"] if callback is not None and callback.dirpath else []
+    found = [path for path in [*found, *Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")] if path.is_file()]
+    if not found:
         return None
-    say(log, f"resuming from {last}")
-    return str(last)
+    newest = max(found, key=lambda path: path.stat().st_mtime)
+    say(log, f"resuming from {newest}")
+    return str(newest)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

@@ -1,6 +1,6 @@
 """Callbacks that train.py loads in fault tests (`+callbacks.faults._target_=tests.fault_callbacks.Faults`): a record
-of every training step, and real signals sent to the run at chosen points (SIGKILL mid-epoch or mid-checkpoint-write,
-SIGTERM)."""
+of every training step (read back by `records`), and real signals sent to the run at chosen points (SIGKILL, SIGTERM,
+SIGINT or SLURM's requeue signal SIGUSR1 after a step, SIGKILL mid-checkpoint-write)."""
 
 import io
 import json
@@ -11,6 +11,12 @@ import pytorch_lightning as pl
 import torch
 
 from gaga.callbacks.checkpoint_integrity import DigestCheckpointIO
+
+
+def records(path) -> tuple[dict, dict[int, float]]:
+    """(the record of the restored state at the start, {global step: loss}) of one run's log."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return lines[0], {line["step"]: line["loss"] for line in lines[1:]}
 
 
 def state_fingerprint(ema_tensors, optimizer_state: dict) -> dict:

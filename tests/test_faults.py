@@ -4,65 +4,14 @@ mid-epoch, SIGTERM, SIGINT; each resume with `ckpt_path=last` continues the same
 run stopped mid-epoch (SIGTERM after the second of an epoch's four batches) resumes with that epoch's third batch:
 its losses equal the uninterrupted run's at every step to the end of the epoch."""
 
-import json
-import os
 import signal
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
 
-from gaga import cli
 from gaga.atomic_files import verify_digest
-from tests.fault_callbacks import state_fingerprint
-
-RUN = [
-    "experiment=quickstart",
-    "backbone.net.hidden_nf=8",
-    "backbone.net.n_layers=1",
-    "data.subset.train=64",
-    "data.subset.valid=16",
-    "data.batch_size=16",
-    "trainer.max_epochs=3",
-    "trainer.limit_val_batches=1",
-    "trainer.check_val_every_n_epoch=1",
-    "trainer.log_every_n_steps=1",
-    "~callbacks.sample_quality",
-    "gaga.cache_dir=null",
-    "gaga.t_star=50",  # fixed (the evaluator's cost is not what is tested); v_hat is still measured
-    "gaga.out_dir=null",
-    "logger=csv",
-    "+callbacks.faults._target_=tests.fault_callbacks.Faults",
-]
-
-
-def train_forked(*overrides: str) -> tuple[int, str]:
-    """(exit status, negative for a signal; the SystemExit message) of `python train.py OVERRIDES` run in a fork."""
-    message = tempfile.NamedTemporaryFile(suffix=".txt", delete=False).name
-    pid = os.fork()
-    if pid == 0:  # the child: train.py's entry point, then exit without ever returning into pytest
-        code = "crashed"
-        try:
-            torch.set_num_threads(1)  # the parent's OpenMP threads do not exist here: a pool would deadlock (libgomp)
-            sys.argv = ["train.py", *overrides]
-            cli.train()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code
-        finally:
-            Path(message).write_text(str(code))
-            os._exit(0 if code in (0, None) else 1)
-    status = os.waitpid(pid, 0)[1]
-    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    return code, Path(message).read_text()
-
-
-def records(path) -> tuple[dict, dict[int, float]]:
-    """(the record of the restored state at the start, {global step: loss}) of one run's log."""
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    return lines[0], {line["step"]: line["loss"] for line in lines[1:]}
+from tests.fault_callbacks import records, state_fingerprint
+from tests.train_runs import FAULT_RUN, train_forked
 
 
 def checkpoint_state(path) -> dict:
@@ -87,7 +36,7 @@ def loader_position(path) -> dict:
 def test_killed_and_terminated_runs_resume_with_nothing_lost(tmp_path, backbone):
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
-    common = [*RUN, f"backbone={backbone}", f"hydra.run.dir={run}"]
+    common = [*FAULT_RUN, f"backbone={backbone}", f"hydra.run.dir={run}"]
     fault = "+callbacks.faults"
 
     code, _ = train_forked(*common, f"{fault}.log={tmp_path}/1.jsonl", f"{fault}.kill_in_write_at_epoch=1")
