@@ -90,17 +90,44 @@ def test_checkpoint_from_before_backbone_targets_loads_as_edm(tmp_path):
     assert type(model) is EDM and isinstance(model.configure_optimizers(), torch.optim.AdamW)
 
 
+def optimisation_step(model, optimizer, batch, step: int = 0):
+    """One training step in Lightning's order: training_step, backward, the pre-step hook, clipping, step, EMA."""
+    loss = model.training_step(batch, step)
+    optimizer.zero_grad()
+    loss.backward()
+    model.on_before_optimizer_step(optimizer)
+    model.configure_gradient_clipping(optimizer)
+    optimizer.step()
+    model.on_train_batch_end(loss, batch, step)
+    return loss
+
+
 def test_nonfinite_loss_skips_then_stops():
+    """A non-finite step leaves weights, optimiser state, EMA and the gradient-norm history as they were."""
     datamodule, model = tiny_setup()
     model.hparams.max_consecutive_nonfinite = 3
     batch = next(iter(datamodule.train_dataloader()))
-    assert torch.isfinite(model.training_step(batch, 0))
+    optimizer = model.configure_optimizers()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert torch.isfinite(optimisation_step(model, optimizer, batch))
+    decay = model.hparams.ema_decay
+    for name, value in model.ema_net.state_dict().items():  # EMA: decay * old + (1 - decay) * new
+        expected = decay * before[f"ema_net.{name}"] + (1 - decay) * model.net.state_dict()[name]
+        torch.testing.assert_close(value, expected, msg=name)
     with torch.no_grad():
         model.net.egnn.embedding_out.bias[0] = float("inf")  # a diverged network
-    assert model.training_step(batch, 1) is None and model.training_step(batch, 2) is None
-    assert model.nonfinite_total == 2
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = {k: v.clone() for k, v in optimizer.state[model.net.egnn.embedding.weight].items()}
+    norms = model.grad_norms.clone()
+    for step in (1, 2):
+        assert not torch.isfinite(optimisation_step(model, optimizer, batch, step))
+    assert model.nonfinite_total == 2 and torch.equal(model.grad_norms, norms)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, weights[name], msg=name, equal_nan=True)
+    for name, value in optimizer.state[model.net.egnn.embedding.weight].items():
+        assert torch.equal(value, moments[name]), name
     with pytest.raises(NonFiniteLossError, match="3 training steps in a row"):
-        model.training_step(batch, 3)
+        optimisation_step(model, optimizer, batch, 3)
 
 
 def test_checkpoint_refuses_nonfinite_weights():
@@ -119,14 +146,18 @@ def test_build_model_from_config_sizes_features(tmp_path):
 
 
 def test_loss_parts_by_step_explain_the_logged_loss():
-    """train/l2 (t >= 1) and train/t0_nll (t = 0) are logged apart; their molecule-weighted mean is the loss."""
+    """train/l2 (t >= 1) and train/t0_nll (t = 0) are logged apart: each the mean over the molecules that drew it."""
     loss, t = torch.tensor([1.0, 2.0, -7.0, 3.0]), torch.tensor([5, 0, 0, 9])
-    assert {k: float(v) for k, v in split_by_step(loss, t).items()} == {"l2": 2.0, "t0_nll": -2.5}
-    assert split_by_step(loss[:1], t[:1]).keys() == {"l2"}
+    parts = split_by_step(loss, t)
+    assert {k: float(v.nanmean()) for k, v in parts.items()} == {"l2": 2.0, "t0_nll": -2.5}
+    assert torch.isnan(split_by_step(loss[:1], t[:1])["t0_nll"].nanmean())  # no molecule drew t = 0
     datamodule, model = tiny_setup()
     model.set_truncation({"t_star": 1, "v_hat": {"pos": 1.0, "h": 1.0}})  # t in {0, 1}: both parts appear
     terms = model.training_terms(next(iter(datamodule.train_dataloader())), torch.Generator().manual_seed(0))
     assert terms.keys() == {"loss", "l2", "t0_nll"}
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, log_every_n_steps=1)
+    trainer.fit(model, datamodule=datamodule)
+    assert {"train/loss", "train/l2", "train/t0_nll", "train/steps_per_s"} <= set(trainer.callback_metrics)
 
 
 def test_a_misspelt_backbone_setting_is_refused_with_the_valid_names():

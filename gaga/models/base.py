@@ -1,8 +1,15 @@
 """What every diffusion backbone shares, and the one interface the rest of gaga uses to talk to a backbone.
 
 `DiffusionBackbone` holds EMA, EDM's adaptive gradient clipping, non-finite step skipping, the optimiser from
-config, step timing, GAGA's truncation and the sampling loop; a backbone (EDM, GeoLDM) supplies the space it
-diffuses in (`diffusion_state`), its objectives (`training_terms`, `nll_terms`) and its decoder (`decode`).
+config, step timing, the optional torch.compile of the denoiser, GAGA's truncation and the sampling loop; a backbone
+(EDM, GeoLDM) supplies the space it diffuses in (`diffusion_state`), its objectives (`training_terms`, `nll_terms`)
+and its decoder (`decode`).
+
+A training step waits for the device once, to decide whether its loss and gradient are finite before the
+optimiser step (skipping is exact: an optimiser step on zeroed gradients would still move AdamW's moments).
+Clipping, the gradient-norm history, EMA and the logged values stay on the device; the terms besides the loss
+and the step rate are read at Lightning's logging steps and each epoch's last step, where Lightning reads values
+anyway. Validation and test NLLs run in float32 whatever the training precision.
 """
 
 from __future__ import annotations
@@ -11,13 +18,14 @@ import copy
 import hashlib
 import inspect
 import logging
+import math
 import time
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torch_geometric.data.data import BaseData
 
 from gaga import __version__
 from gaga.diffusion.forward import Normalizer, remove_mean
@@ -26,6 +34,7 @@ from gaga.diffusion.samplers import FinalState, SamplerOutput, ancestral_sample,
 from gaga.diffusion.schedules import NoiseSchedule
 from gaga.gaussianity import FEATURES, POSITIONS, VarianceEstimate, marginal_variance, sample_reference_gaussian
 from gaga.models.build import build
+from gaga.nn.graph import float32
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +56,8 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 1e-4, "weight_decay"
 #   zero_mean_features: zero-mean the diffused features (data and noise) per molecule, as GAGA needs;
 #   gaga: `{t_star, v_hat: {pos, h}}` when trained with truncation (set by the GaussianityCallback);
 #   seed: seed of the training and validation noise (each step's noise depends only on seed, rank and step);
-#   backbone: the backbone's name (checkpoints, sample.py's backbone= check); the class's own by default.
+#   backbone: the backbone's name (checkpoints, sample.py's backbone= check); the class's own by default;
+#   compile: torch.compile the denoiser and its EMA copy for training and evaluation runs (`compile_denoiser`).
 SHARED_SETTINGS = {
     "normalizer": None,
     "optimizer": None,
@@ -58,6 +68,7 @@ SHARED_SETTINGS = {
     "gaga": None,
     "seed": 0,
     "backbone": None,
+    "compile": False,
 }
 
 
@@ -102,6 +113,8 @@ class DiffusionBackbone(pl.LightningModule):
             )
         for name, default in SHARED_SETTINGS.items():
             self.hparams.setdefault(name, default)
+        if not isinstance(self.hparams.compile, bool):
+            raise ValueError(f"backbone.compile must be true or false, got {self.hparams.compile!r}")
         self.hparams["backbone"] = self.hparams["backbone"] or self.backbone_name
         self.normalizer = Normalizer.from_config(self.hparams.normalizer)
 
@@ -111,10 +124,15 @@ class DiffusionBackbone(pl.LightningModule):
             averaged = copy.deepcopy(getattr(self, name)).requires_grad_(False) if self.hparams.ema_decay > 0 else None
             setattr(self, f"ema_{name}", averaged)
         self.num_atoms_hist = {int(k): int(v) for k, v in self.hparams.dataset["num_atoms_hist"].items()}
-        self.grad_norms: deque[float] = deque([INITIAL_GRAD_NORM], maxlen=GRAD_NORM_WINDOW)
+        # EDM's queue of the last 50 (clipped) gradient norms, oldest first, kept on the model's device
+        self.register_buffer("grad_norms", torch.tensor([INITIAL_GRAD_NORM], dtype=torch.float64), persistent=False)
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
-        self._step_clock = time.perf_counter()
+        self._step_loss = torch.zeros(())  # this step's loss, checked once the gradient exists
+        self._grad_norm = torch.zeros(())
+        self._step_skipped = False
+        self._clock = (time.perf_counter(), 0)  # (time, global step) of the last logged step rate
+        self._compiled = False
         self.set_truncation(self.hparams.gaga)
 
     def averaged(self, name: str, use_ema: bool = True) -> torch.nn.Module:
@@ -124,6 +142,29 @@ class DiffusionBackbone(pl.LightningModule):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile:
+            self.compile_denoiser()
+
+    def compile_denoiser(self, **options) -> None:
+        """torch.compile the denoiser and its EMA copy in place, with dynamic shapes (once for every batch size).
+
+        `nn.Module.compile` keeps the state-dict keys as they are (no `_orig_mod.` prefix), so checkpoints, EMA
+        and resuming are unchanged. `options` go to torch.compile (tests pass a cheaper `backend`).
+        """
+        if self._compiled:
+            return
+        for module in (self.net, getattr(self, "ema_net", None)):
+            if module is not None:
+                module.compile(**{"dynamic": True, **options})
+        self._compiled = True
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Copy a PyG batch without blocking the host (asynchronous from pinned memory); other batches as Lightning."""
+        if isinstance(batch, BaseData):
+            return batch.to(device, non_blocking=True)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def normalised_atoms(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """PyG batch -> (coordinates at zero CoM / position scale, [one-hot, charges] normalised): EDM's input."""
@@ -137,7 +178,8 @@ class DiffusionBackbone(pl.LightningModule):
         raise NotImplementedError
 
     def training_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Training terms, per molecule [B] or already averaged; "loss" is the one optimised, the others are logged."""
+        """Training terms, per molecule [B] or already averaged; "loss" is the one optimised, the others are logged
+        (as their mean over the molecules they cover: a NaN entry marks a molecule a term does not cover)."""
         raise NotImplementedError
 
     def nll_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -244,51 +286,86 @@ class DiffusionBackbone(pl.LightningModule):
     def training_step(self, batch, batch_idx: int):
         terms = self.training_terms(batch, self._generator(0, self.global_step))
         loss = terms["loss"].mean()
-        if not torch.isfinite(loss):
-            return self._skip_nonfinite(loss)
-        self.nonfinite_in_a_row = 0
-        now = time.perf_counter()
-        self.log("train/steps_per_s", 1.0 / max(now - self._step_clock, 1e-9), prog_bar=False)
-        self._step_clock = now
+        self._step_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.num_graphs)
-        extra = {f"train/{name}": value.mean() for name, value in terms.items() if name != "loss"}
-        if extra:
-            self.log_dict(extra, batch_size=batch.num_graphs)
+        if self._reads_logs(batch_idx):
+            self._log_details(terms, batch.num_graphs)
         return loss
 
-    def _skip_nonfinite(self, loss: torch.Tensor) -> None:
+    def _reads_logs(self, batch_idx: int) -> bool:
+        """Whether Lightning reads the logged values to the host after this step: its logging steps and each
+        epoch's last step (whose values `callback_metrics` keeps). Without a trainer nothing is logged."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        logging_step = (self.global_step + 1) % trainer.log_every_n_steps == 0
+        return logging_step or batch_idx + 1 == trainer.num_training_batches or bool(trainer.fast_dev_run)
+
+    def _log_details(self, terms: dict[str, torch.Tensor], num_graphs: int) -> None:
+        """The terms besides the loss (each the mean over the molecules it covers; left out when it covers none)
+        and the training steps per second since the last logged rate."""
+        for name, value in terms.items():
+            mean = value.nanmean()
+            if name != "loss" and bool(torch.isfinite(mean)):
+                self.log(f"train/{name}", mean, batch_size=num_graphs)
+        now, steps = time.perf_counter(), self.global_step + 1 - self._clock[1]
+        if steps > 0:
+            self.log("train/steps_per_s", steps / max(now - self._clock[0], 1e-9))
+        self._clock = (now, self.global_step + 1)
+
+    def on_train_start(self) -> None:
+        self._clock = (time.perf_counter(), self.global_step)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Skip a step whose loss or gradient norm is not finite: the step's one wait for the device."""
+        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
+        self._grad_norm = torch.nn.utils.get_total_norm(grads).to(self._step_loss.device)
+        self._step_skipped = not bool(torch.isfinite(self._step_loss) & torch.isfinite(self._grad_norm))
+        if not self._step_skipped:
+            self.nonfinite_in_a_row = 0
+            return
+        for parameter in self.trainable_parameters():
+            parameter.grad = None  # the optimiser leaves parameters without a gradient, and their state, untouched
         self.nonfinite_in_a_row += 1
         self.nonfinite_total += 1
         self.log("train/nonfinite_steps", float(self.nonfinite_total))
         log.warning(
-            "step %d: loss is %s, step skipped (%d in a row)", self.global_step, loss.item(), self.nonfinite_in_a_row
+            "step %d: loss %s, gradient norm %s; step skipped (%d in a row)",
+            self.global_step,
+            float(self._step_loss),
+            float(self._grad_norm),
+            self.nonfinite_in_a_row,
         )
         if self.nonfinite_in_a_row >= self.hparams.max_consecutive_nonfinite:
             raise NonFiniteLossError(
-                f"{self.nonfinite_in_a_row} training steps in a row had a non-finite loss; stopping. "
+                f"{self.nonfinite_in_a_row} training steps in a row had a non-finite loss or gradient; stopping. "
                 "Lower the learning rate (backbone.optimizer.lr), keep adaptive_clipping on, or resume from the last "
                 "checkpoint (its weights are finite)."
             )
-        return None
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """EDM's adaptive clipping: at 1.5 x mean + 2 x std of the last 50 (clipped) gradient norms."""
+        """EDM's adaptive clipping at 1.5 x mean + 2 x std of the last 50 (clipped) gradient norms, on the device."""
+        if self._step_skipped:
+            return
         if not self.hparams.adaptive_clipping:
-            return self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        norms = np.array(self.grad_norms)
-        max_norm = float(1.5 * norms.mean() + 2 * norms.std())
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm))
-        self.grad_norms.append(min(grad_norm, max_norm))
-        self.log_dict({"train/grad_norm": grad_norm, "train/grad_clipped": float(grad_norm > max_norm)})
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        grad_norm = self._grad_norm
+        max_norm = clipping_threshold(self.grad_norms)
+        # torch's clip_grad_norm_: gradients times min(max_norm / (norm + 1e-6), 1), without reading max_norm
+        scale = torch.clamp((grad_norm + 1e-6).reciprocal() * max_norm.float(), max=1.0)
+        torch._foreach_mul_([p.grad for p in self.trainable_parameters() if p.grad is not None], scale)
+        clipped = torch.minimum(grad_norm.double(), max_norm)
+        self.grad_norms = torch.cat([self.grad_norms, clipped.reshape(1)])[-GRAD_NORM_WINDOW:]
+        self.log_dict({"train/grad_norm": grad_norm, "train/grad_clipped": (grad_norm > max_norm).float()})
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.hparams.ema_decay <= 0 or outputs is None:
+        if self.hparams.ema_decay <= 0 or self._step_skipped:
             return
         with torch.no_grad():
             for name in self.averaged_modules:
-                pairs = zip(getattr(self, f"ema_{name}").parameters(), getattr(self, name).parameters(), strict=True)
-                for ema, current in pairs:
-                    ema.lerp_(current, 1.0 - self.hparams.ema_decay)
+                averaged, current = getattr(self, f"ema_{name}").parameters(), getattr(self, name).parameters()
+                torch._foreach_lerp_(list(averaged), list(current), 1.0 - self.hparams.ema_decay)
 
     def configure_optimizers(self):
         """The optimiser of `optimizer` (a `_target_` config, `_partial_` in Hydra's sense) over trainable weights."""
@@ -335,11 +412,13 @@ class DiffusionBackbone(pl.LightningModule):
         return log_prob_num_atoms(self.num_atoms_hist, num_atoms)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        nll = self.nll_terms(batch, self._generator(1, batch_idx))["nll"].mean()
+        with float32(batch.pos):  # the NLL estimate does not depend on the training precision
+            nll = self.nll_terms(batch, self._generator(1, batch_idx))["nll"].mean()
         self.log("val/nll", nll, prog_bar=True, batch_size=batch.num_graphs, sync_dist=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        nll = self.nll_terms(batch, self._generator(2, batch_idx))["nll"].mean()
+        with float32(batch.pos):
+            nll = self.nll_terms(batch, self._generator(2, batch_idx))["nll"].mean()
         self.log("test/nll", nll, batch_size=batch.num_graphs, sync_dist=True)
 
     # --- sampling -----------------------------------------------------------------------------------
@@ -428,24 +507,27 @@ class DiffusionBackbone(pl.LightningModule):
         checkpoint["hyper_parameters"] = plain(dict(self.hparams))
         checkpoint["backbone_target"] = f"{type(self).__module__}.{type(self).__qualname__}"
         checkpoint["gaga_version"] = __version__
-        checkpoint["grad_norms"] = list(self.grad_norms)
+        checkpoint["grad_norms"] = self.grad_norms.tolist()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.grad_norms = deque(checkpoint.get("grad_norms", [INITIAL_GRAD_NORM]), maxlen=GRAD_NORM_WINDOW)
+        norms = checkpoint.get("grad_norms", [INITIAL_GRAD_NORM])[-GRAD_NORM_WINDOW:]
+        self.grad_norms = torch.tensor(norms, dtype=torch.float64, device=self.grad_norms.device)
         self.set_truncation(checkpoint["hyper_parameters"].get("gaga"))
+
+
+def clipping_threshold(grad_norms: torch.Tensor) -> torch.Tensor:
+    """EDM's gradient-clipping threshold from its queue of recent norms: 1.5 x mean + 2 x (population) std."""
+    return 1.5 * grad_norms.mean() + 2 * grad_norms.std(correction=0)
 
 
 def split_by_step(loss: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
     """A per-molecule diffusion loss split by the step drawn: "l2" (t >= 1, the epsilon error) and "t0_nll" (t = 0,
     the reconstruction term -log p(x, h | z_0), on another scale: near -7 when the l2 part is near 0.25).
 
-    A part is left out when no molecule of the batch drew its steps.
+    Each part is per molecule [B], NaN for the molecules that drew the other part (no host sync to select them);
+    its mean over the batch is the part's `nanmean`, NaN when no molecule drew its steps.
     """
-    parts = {}
-    for name, drawn in (("l2", t > 0), ("t0_nll", t == 0)):
-        if bool(drawn.any()):
-            parts[name] = loss[drawn].mean()
-    return parts
+    return {"l2": loss.where(t > 0, math.nan), "t0_nll": loss.where(t == 0, math.nan)}
 
 
 def weights_digest(module: torch.nn.Module) -> str:

@@ -1,6 +1,7 @@
 """EDM's equivariant coordinate update as a PyG MessagePassing module.
 
-Moves each atom along normalised difference vectors, so rotations and translations commute with it.
+Moves each atom along normalised difference vectors, so rotations and translations commute with it. Under bf16
+mixed precision only phi_x's matmuls are bf16: its output weight, the steps and the new coordinates are float32.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class EquivariantCoordUpdate(NormalizedMessagePassing):
         return pos + self.propagate(edge_index, h=h, unit_diff=unit_diff, edge_attr=edge_attr)
 
     def message(self, h_i: torch.Tensor, h_j: torch.Tensor, unit_diff: torch.Tensor, edge_attr: torch.Tensor):
-        weight = self.coord_mlp(torch.cat([h_i, h_j, edge_attr], dim=1))
+        weight = self.coord_mlp(torch.cat([h_i, h_j, edge_attr], dim=1)).float()
         if self.tanh:
             weight = torch.tanh(weight) * self.coords_range
         return unit_diff * weight

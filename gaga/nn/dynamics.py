@@ -70,6 +70,11 @@ class EGNNDynamics(nn.Module):
     def reset_parameters(self) -> None:
         self.egnn.reset_parameters()
 
+    def compile(self, *args, **kwargs) -> None:
+        """torch.compile the message passing (the EGNN) in place; the edge list, whose length depends on the data,
+        and the projections stay eager. Arguments as `nn.Module.compile` (e.g. dynamic=True)."""
+        self.egnn.compile(*args, **kwargs)
+
     def forward(
         self, pos: torch.Tensor, h: torch.Tensor, t: torch.Tensor, batch: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,8 @@
 """EDM's E(n)-equivariant graph network: node embedding, a stack of EquivariantBlocks, output embedding.
 
-Maps (h [N, in_node_nf], pos [N, 3]) on a given edge set to (h' [N, out_node_nf], pos' [N, 3]).
+Maps (h [N, in_node_nf], pos [N, 3]) on a given edge set to (h' [N, out_node_nf], pos' [N, 3]), both float32
+under bf16 autocast too: the input and output embeddings stay float32 (bf16 would round the time column t/T
+to 8 significant bits, merging up to 4 neighbouring steps of T = 1000), as do the residual stream and geometry.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from torch import nn
 
 from gaga.nn.distance_embedding import SinusoidalDistanceEmbedding
 from gaga.nn.equivariant_block import EquivariantBlock
-from gaga.nn.graph import edge_geometry
+from gaga.nn.graph import edge_geometry, float32
 
 
 class EGNN(nn.Module):
@@ -69,7 +71,9 @@ class EGNN(nn.Module):
         input_distances, _ = edge_geometry(pos, edge_index)
         if self.distance_embedding is not None:
             input_distances = self.distance_embedding(input_distances)
-        h = self.embedding(h)
+        with float32(h):
+            h = self.embedding(h)
         for block in self.blocks:
             h, pos = block(h, pos, edge_index, input_distances)
-        return self.embedding_out(h), pos
+        with float32(h):
+            return self.embedding_out(h), pos
