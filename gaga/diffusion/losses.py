@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
-from torch_geometric.utils import scatter
+from torch_geometric.utils import degree, scatter
 
 from gaga.diffusion.forward import Normalizer, diffuse, remove_mean
 from gaga.diffusion.schedules import NoiseSchedule
@@ -24,6 +24,11 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tu
 def per_molecule_sum(x: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
     """Sum of all entries of each molecule's rows: [N, ...] -> [B]."""
     return scatter(x.reshape(x.shape[0], -1).sum(dim=1), batch, dim=0, dim_size=num_graphs, reduce="sum")
+
+
+def atoms_per_molecule(batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """The number of atoms of each molecule [B], without a host sync (`bincount` reads the largest index first)."""
+    return degree(batch, num_graphs, dtype=torch.long)
 
 
 def sample_steps(
@@ -153,7 +158,7 @@ def l2_loss(
     t = sample_steps(num_graphs, t_min, t_max, schedule.timesteps, pos.device, generator)
     pos_t, h_t, eps_pos, eps_h = diffuse(pos, h, t, schedule, batch, zero_mean_features, generator)
     pred_pos, pred_h = denoiser(pos_t, h_t, t.float() / schedule.timesteps, batch)
-    num_atoms = torch.bincount(batch, minlength=num_graphs)
+    num_atoms = atoms_per_molecule(batch, num_graphs)
     denominator = (pos.shape[1] + h.shape[1]) * num_atoms.max()
     error_pos = per_molecule_sum((eps_pos - pred_pos) ** 2, batch, num_graphs) / denominator
     error_h = per_molecule_sum((eps_h - pred_h) ** 2, batch, num_graphs) / denominator
@@ -186,7 +191,7 @@ def reconstruction_error(
     if charges is not None:
         error = error + per_molecule_sum((h_rec[:, num_types:] - h[:, num_types:]) ** 2, batch, num_graphs)
     if per_dimension:
-        error = error / ((pos.shape[1] + h.shape[1]) * torch.bincount(batch, minlength=num_graphs).max())
+        error = error / ((pos.shape[1] + h.shape[1]) * atoms_per_molecule(batch, num_graphs).max())
     return error
 
 
@@ -239,7 +244,7 @@ def nll_estimate(
         t = sample_steps(num_graphs, 1, t_max, schedule.timesteps, pos.device, generator)
     elif t.shape != (num_graphs,) or not bool(((t >= 1) & (t <= t_max)).all()):
         raise ValueError(f"nll_estimate: t must hold one step in 1..{t_max} per molecule ({num_graphs} molecules)")
-    num_atoms = torch.bincount(batch, minlength=num_graphs)
+    num_atoms = atoms_per_molecule(batch, num_graphs)
     pos_dims = (num_atoms - 1) * pos.shape[1]
     h_dims = (num_atoms - int(zero_mean_features)) * h.shape[1]
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import degree
+
+from gaga.diffusion.losses import atoms_per_molecule
 
 
 def fully_connected_edges(batch: torch.Tensor, num_graphs: int | None = None) -> torch.Tensor:
@@ -19,7 +20,7 @@ def fully_connected_edges(batch: torch.Tensor, num_graphs: int | None = None) ->
     GPU, reading the edge count (the output's size) is one host sync; `num_graphs` spares a second one (the count
     of molecules `bincount` would read).
     """
-    counts = torch.bincount(batch) if num_graphs is None else degree(batch, num_graphs, dtype=torch.long)
+    counts = torch.bincount(batch) if num_graphs is None else atoms_per_molecule(batch, num_graphs)
     first_atom = (torch.cumsum(counts, 0) - counts)[batch]  # index of each atom's molecule's first atom
     others = (counts - 1)[batch]  # edges into each atom
     num_edges = int(others.sum())
