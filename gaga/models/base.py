@@ -8,8 +8,8 @@ and its decoder (`decode`).
 A training step waits for the device once, to decide whether its loss and gradient are finite before the
 optimiser step (skipping is exact: an optimiser step on zeroed gradients would still move AdamW's moments).
 Clipping, the gradient-norm history, EMA and the logged values stay on the device; the terms besides the loss
-and the step rate are read at Lightning's logging steps and each epoch's last step, where Lightning reads values
-anyway. Validation and test NLLs run in float32 whatever the training precision.
+(their latest values) and the step rate are logged at Lightning's logging steps and each epoch's last step, where
+Lightning reads values anyway. Validation and test NLLs run in float32 whatever the training precision.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import inspect
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -37,6 +38,8 @@ from gaga.models.build import build
 from gaga.nn.graph import float32
 
 log = logging.getLogger(__name__)
+# Lightning says, on every fit with a datamodule, that it uses the module's `transfer_batch_to_device` (below)
+warnings.filterwarnings("ignore", message="You have overridden `transfer_batch_to_device` in `LightningModule`")
 
 # EDM seeds its queue of recent gradient norms with 3000: the first clipping threshold, 1.5 * 3000 + 2 * 0,
 # is far above any real norm, so early steps are never clipped; the value then leaves the 50-step window.
@@ -132,6 +135,7 @@ class DiffusionBackbone(pl.LightningModule):
         self._grad_norm = torch.zeros(())
         self._step_skipped = False
         self._clock = (time.perf_counter(), 0)  # (time, global step) of the last logged step rate
+        self._latest: dict[str, torch.Tensor] = {}  # the other training terms' latest values in this epoch
         self._compiled = False
         self.set_truncation(self.hparams.gaga)
 
@@ -288,9 +292,21 @@ class DiffusionBackbone(pl.LightningModule):
         loss = terms["loss"].mean()
         self._step_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.num_graphs)
+        self._keep_latest(terms, batch_idx)
         if self._reads_logs(batch_idx):
-            self._log_details(terms, batch.num_graphs)
+            self._log_details(batch.num_graphs)
         return loss
+
+    def _keep_latest(self, terms: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Each other term's latest value in this epoch, on the device: its mean over the molecules it covers, or,
+        when it covers none in this step, its value from the last step that had some (what Lightning logs for a
+        value last logged a few steps before)."""
+        if batch_idx == 0:
+            self._latest = {}
+        for name, value in terms.items():
+            if name != "loss":
+                mean, previous = value.detach().nanmean(), self._latest.get(name)
+                self._latest[name] = mean if previous is None else torch.where(mean.isnan(), previous, mean)
 
     def _reads_logs(self, batch_idx: int) -> bool:
         """Whether Lightning reads the logged values to the host after this step: its logging steps and each
@@ -301,13 +317,12 @@ class DiffusionBackbone(pl.LightningModule):
         logging_step = (self.global_step + 1) % trainer.log_every_n_steps == 0
         return logging_step or batch_idx + 1 == trainer.num_training_batches or bool(trainer.fast_dev_run)
 
-    def _log_details(self, terms: dict[str, torch.Tensor], num_graphs: int) -> None:
-        """The terms besides the loss (each the mean over the molecules it covers; left out when it covers none)
-        and the training steps per second since the last logged rate."""
-        for name, value in terms.items():
-            mean = value.nanmean()
-            if name != "loss" and bool(torch.isfinite(mean)):
-                self.log(f"train/{name}", mean, batch_size=num_graphs)
+    def _log_details(self, num_graphs: int) -> None:
+        """The other terms' latest values (left out while a term has covered no molecule in this epoch) and the
+        training steps per second since the last logged rate."""
+        for name, value in self._latest.items():
+            if bool(torch.isfinite(value)):
+                self.log(f"train/{name}", value, batch_size=num_graphs)
         now, steps = time.perf_counter(), self.global_step + 1 - self._clock[1]
         if steps > 0:
             self.log("train/steps_per_s", steps / max(now - self._clock[0], 1e-9))
