@@ -1,62 +1,150 @@
-"""Benchmark: training throughput of a backbone at the published QM9 size (9 x 256) at batch 64 on real QM9.
+"""Benchmark: training throughput at the published QM9 size (9 x 256) on real QM9, per speed switch and against EDM's
+reference code, on the same batches in one process.
 
-Prints steps/s, molecules/s and peak memory on the current device:
-    python experiments/bench_train.py [--backbone edm|geoldm] [--steps 20] [--batch-size 64] [--hidden 256 --layers 9]
+For each arm and batch size: steps/s, molecules/s, peak memory and the achieved TFLOP/s of the counted FLOPs
+(bench_speed.py says how they are counted; one eager step is also measured with torch's FlopCounterMode):
+    python experiments/bench_train.py                     # CPU: EDM's code against gaga (eager float32), batch 64
+    python experiments/bench_train.py --batch-sizes 64 256 --arms edm-ref eager bf16 bf16+compile --steps 20
+Arms: `edm-ref` (EDM's EGNN_dynamics_QM9 + EnVariationalDiffusion with its optimiser, clipping and EMA, when
+experiments/edm_reference/ holds its code: bench_edm.py), `eager` or switches joined by `+` (bench_speed.py). A gaga
+step is what Lightning runs for training_step: the forward pass and loss (under autocast for bf16), backward, the
+non-finite check, EDM's clipping, AdamW and EMA, without Lightning's loop and logging. The first --warmup steps
+(compilation included) are not timed; their time is printed as `warm-up s`, and the number of graphs torch.compile
+made as `compiled` (dynamic shapes: one per autograd mode, plus the backend's own size guards, e.g. inductor's CPU
+code switches at 4,096 edges).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
+import bench_edm
 import torch
-from bench_setup import add_network_options, describe, qm9_datamodule, qm9_model
+from bench_setup import add_network_options, qm9_datamodule, qm9_model
+from bench_speed import Arm, forward_flops, peak_memory_mib, rate_text, reset_peak_memory, synchronize
+from torch._dynamo.utils import counters
+from torch.utils.flop_counter import FlopCounterMode
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=64)
-    add_network_options(parser)
-    args = parser.parse_args()
-    device = torch.device(args.device)
+def training_batches(batch_size: int, count: int) -> tuple[list, dict]:
+    """`count` training batches of QM9 (the same for every arm) and the split's p(N)."""
+    torch.manual_seed(0)
+    datamodule = qm9_datamodule(batch_size)
+    loader = iter(datamodule.train_dataloader())
+    return [next(loader) for _ in range(count)], datamodule
 
-    datamodule = qm9_datamodule(args.batch_size)
-    model = qm9_model(datamodule, args.backbone, args.hidden, args.layers, device)
-    optimizer = model.configure_optimizers()
-    batches = iter(datamodule.train_dataloader())
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
-    def step() -> int:
-        batch = next(batches).to(device)
-        loss = model.training_step(batch, 0)
+def gaga_step(model, optimizer, arm: Arm, device: torch.device):
+    """One training step of a gaga backbone in Lightning's order; returns the number of molecules."""
+
+    def step(batch) -> int:
+        batch = model.transfer_batch_to_device(batch, device, 0)
+        with arm.autocast(device):
+            loss = model.training_step(batch, 0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        model.on_before_optimizer_step(optimizer)
         model.configure_gradient_clipping(optimizer)
         optimizer.step()
         model.on_train_batch_end(loss, batch, 0)
         return batch.num_graphs
 
-    for _ in range(args.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start, molecules = time.perf_counter(), 0
-    for _ in range(args.steps):
-        molecules += step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    print(describe(model, device))
-    print(f"network: EGNN {args.layers} x {args.hidden}, batch {args.batch_size}")
-    rate = args.steps / elapsed
-    print(f"steps/s: {rate:.3f}   s/step: {1 / rate:.3f}   molecules/s: {molecules / elapsed:.1f}")
-    if device.type == "cuda":
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
-    print(f"peak host memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    return step
+
+
+def run(step, batches: list, warmup: int, device: torch.device) -> dict:
+    """Warm-up steps, then the timed ones: seconds, molecules, warm-up seconds and peak memory."""
+    clock = time.perf_counter()
+    for batch in batches[:warmup]:
+        step(batch)
+    synchronize(device)
+    warm = time.perf_counter() - clock
+    reset_peak_memory(device)
+    clock, molecules = time.perf_counter(), 0
+    for batch in batches[warmup:]:
+        molecules += step(batch)
+    synchronize(device)
+    return {"seconds": time.perf_counter() - clock, "molecules": molecules, "warmup": warm}
+
+
+def measured_flops(model, batch, device: torch.device) -> float:
+    """FlopCounterMode's count of one eager float32 forward and backward pass."""
+    with FlopCounterMode(display=False) as counter:
+        model.training_step(batch.to(device), 0).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64])
+    parser.add_argument("--arms", nargs="+", default=None, help="default: edm-ref eager (+ bf16 bf16+compile on GPU)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on GPU, 3 on CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 3 on GPU, 1 on CPU)")
+    parser.add_argument("--compile-backend", default="inductor")
+    add_network_options(parser)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    arm_names = args.arms or (["edm-ref", "eager", "bf16", "bf16+compile"] if gpu else ["edm-ref", "eager"])
+    steps = args.steps or (20 if gpu else 3)
+    warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
+    arms = {name: None if name == "edm-ref" else Arm.parse(name) for name in arm_names}
+    name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {name}; torch {torch.__version__}; backbone {args.backbone}, EGNN {args.layers} x {args.hidden}")
+    if "edm-ref" in arms and not bench_edm.available():
+        print(bench_edm.skipped_note())
+        del arms["edm-ref"]
+
+    data = {size: training_batches(size, warmup + steps) for size in args.batch_sizes}
+    results = {}
+    for arm_name, arm in arms.items():
+        datamodule = data[args.batch_sizes[0]][1]
+        if arm is None:
+            reference = bench_edm.EDMReference(datamodule.statistics.num_atoms_hist, device, args.hidden, args.layers)
+            step = reference.train_step
+        else:
+            torch.manual_seed(0)
+            model = qm9_model(datamodule, args.backbone, args.hidden, args.layers, device)
+            arm.prepare(model, args.compile_backend)
+            step = gaga_step(model, model.configure_optimizers(), arm, device)
+        for size, (batches, _) in data.items():
+            inputs = [bench_edm.EDMReference.dense(batch) for batch in batches] if arm is None else batches
+            graphs = counters["stats"]["unique_graphs"]
+            results[arm_name, size] = run(step, inputs, warmup, device)
+            results[arm_name, size]["memory"] = peak_memory_mib(device)
+            results[arm_name, size]["graphs"] = counters["stats"]["unique_graphs"] - graphs
+            print(f"  measured {arm_name} at batch {size}", flush=True)
+
+    torch.set_float32_matmul_precision("highest")
+    model = qm9_model(data[args.batch_sizes[0]][1], args.backbone, args.hidden, args.layers, device)
+    net, features = model.hparams.net, model.net.num_features
+    for size, (batches, _) in data.items():
+        sizes = [torch.bincount(batch.batch) for batch in batches]
+        step_flops = 3 * sum(forward_flops(net, features, n) for n in sizes[warmup:]) / steps
+        first = 3 * forward_flops(net, features, sizes[0])
+        counted = measured_flops(model, batches[0], device)
+        print(
+            f"\nbatch {size}: {steps} timed steps after {warmup} warm-up steps; counted FLOPs per step "
+            f"{step_flops / 1e9:.1f} G (first batch: counted {first / 1e9:.2f} G, FlopCounterMode "
+            f"{counted / 1e9:.2f} G, ratio {counted / first:.3f})"
+        )
+        print("| arm | steps/s | s/step | molecules/s | speed-up | peak memory MiB | TFLOP/s | warm-up s | compiled |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        base = results.get(("edm-ref", size)) or results.get((next(iter(arms)), size))
+        for arm_name, arm in arms.items():
+            result = results[arm_name, size]
+            seconds = result["seconds"]
+            precision = "fp32" if arm is None else arm.matmul_precision
+            memory, kind = result["memory"]
+            print(
+                f"| {arm_name} | {steps / seconds:.3f} | {seconds / steps:.4f} | {result['molecules'] / seconds:.1f} "
+                f"| {base['seconds'] / seconds:.2f}x | {memory:,.0f} {kind} "
+                f"| {rate_text(step_flops * steps, seconds, device, precision)} | {result['warmup']:.1f} "
+                f"| {result['graphs']} |"
+            )
+    print("speed-up: against edm-ref when measured, else the first arm; compiled: graphs torch.compile made for it")
 
 
 if __name__ == "__main__":

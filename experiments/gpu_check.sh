@@ -1,20 +1,76 @@
 #!/usr/bin/env bash
-# GPU measurements in one go (run on a GPU machine from the repo root; $OUT collects the logs):
-# training throughput of the published EDM network, sampling time at T and T*, and a short real EDM + GAGA run.
-# Needs the QM9 cache in data/ (python -m gaga.data build qm9) and, where Hydra is missing, wheels in .whl/.
+# All GPU figures of issue 11 in one command (about 8-9 min on an H100; run from the repo root, tables under $OUT):
+#   training throughput at batch 64 and 256: EDM's reference code, gaga before issue 11, gaga eager float32, +bf16,
+#   +bf16+compile (bench_train.md, before_train_*.txt); sampling at batch 100 and 500 from T = 1000 and T* = 550,
+#   ancestral and DDIM stride 2, for the same arms (bench_sample.md, bench_sample_whole.md, before_sample.txt); two
+#   short EDM + GAGA training runs, float32 and bf16-mixed, with their validation NLL (train_*.txt).
+# Needs, carried to the GPU machine (git-ignored paths): data/ (the QM9 cache: python -m gaga.data build qm9), .whl/
+# (wheels of gaga's pure-Python dependencies, installed without network), experiments/edm_reference/ (EDM's code:
+# see experiments/bench_edm.py; its column is skipped, saying so, without it) and experiments/gaga_before/ (gaga at
+# commit 787a797, made here with git archive when .git is present; skipped, saying so, without it).
+# TINY=1 shrinks every figure (network 32 x 2, a few steps and molecules) to check the script on a CPU in minutes.
 set -uo pipefail
 OUT=${OUT:-outputs/gpu_check}
+BEFORE=${GAGA_BEFORE:-experiments/gaga_before}
+BEFORE_COMMIT=787a797
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
 fi
-export PYTHONPATH=${PYTHONPATH:-$PWD} PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 experiments/bench_train.py --steps 30 2>&1 | grep -v Warning | tee "$OUT/bench_train.txt"
-python3 experiments/bench_sample.py --molecules 200 --batch-size 100 --starts 1000 550 2>&1 | grep -v Warning \
-  | tee "$OUT/bench_sample.txt"
-timeout "${TRAIN_SECONDS:-240}" python3 train.py experiment=edm_gaga_qm9 trainer=gpu gaga.t_star=auto \
-  trainer.max_epochs="${TRAIN_EPOCHS:-3}" trainer.check_val_every_n_epoch=1 data.subset.valid=2048 \
-  '~callbacks.sample_quality' callbacks.progress_bar.refresh_rate=100 paths.log_dir="$OUT/runs" 2>&1 \
-  | grep -v -E "Warning|^\s*$" | tail -40 | tee "$OUT/train_edm_gaga_qm9.txt"
+SITE=$([ -d /tmp/site ] && echo /tmp/site || true)
+export PYTHONPATH=$PWD${SITE:+:$SITE} PYTHONUNBUFFERED=1
+clock=$SECONDS
+part() { echo "== $1 ($((SECONDS - clock)) s so far)"; }
+keep() { grep -v -E "Warning|warn\(|self.log\(\)|^\s*$"; }
+
+if [ "${TINY:-0}" = 1 ]; then
+  NET="--hidden 32 --layers 2"
+  TRAIN_BENCH="$NET --batch-sizes 8 16 --steps 2 --warmup 1"
+  SAMPLE_BENCH="$NET --batch-sizes 4 8 --starts 20 10 --transitions 3"
+  BEFORE_TRAIN="$NET --steps 2 --warmup 1"; BEFORE_BATCHES="8 16"
+  BEFORE_SAMPLE="$NET --molecules 4 --batch-size 4 --starts 20 10"
+  RUN="experiment=quickstart trainer=cpu data.subset.train=256 data.subset.valid=64 trainer.limit_train_batches=3"
+  RUN="$RUN backbone.net.hidden_nf=32 backbone.net.n_layers=2 gaga.t_star=550"
+else
+  TRAIN_BENCH="--batch-sizes 64 256 --steps 15 --warmup 3"
+  SAMPLE_BENCH="--batch-sizes 100 500 --starts 1000 550 --transitions 30"
+  BEFORE_TRAIN="--steps 15 --warmup 3"; BEFORE_BATCHES="64 256"
+  BEFORE_SAMPLE="--molecules 100 --batch-size 100 --starts 1000 550"
+  RUN="experiment=edm_gaga_qm9 trainer=gpu data.subset.valid=2048 trainer.limit_train_batches=200"
+fi
+ARMS="edm-ref eager bf16 bf16+compile"
+
+part "device"
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no GPU: CPU run") \
+  | tee "$OUT/gpu.txt"
+
+part "training throughput"
+timeout 300 python3 experiments/bench_train.py $TRAIN_BENCH --arms $ARMS 2>&1 | keep | tee "$OUT/bench_train.md"
+
+part "gaga before issue 11 ($BEFORE)"
+if [ ! -d "$BEFORE/gaga" ] && git rev-parse -q --verify "$BEFORE_COMMIT^{commit}" >/dev/null 2>&1; then
+  mkdir -p "$BEFORE" && git archive "$BEFORE_COMMIT" | tar -x -C "$BEFORE"
+fi
+if [ -d "$BEFORE/gaga" ]; then
+  ln -sfn "$PWD/data" "$BEFORE/data"
+  for size in $BEFORE_BATCHES; do
+    (cd "$BEFORE" && PYTHONPATH=$PWD${SITE:+:$SITE} timeout 90 python3 experiments/bench_train.py $BEFORE_TRAIN \
+      --batch-size "$size") 2>&1 | keep | tee "$OUT/before_train_$size.txt"
+  done
+  (cd "$BEFORE" && PYTHONPATH=$PWD${SITE:+:$SITE} timeout 120 python3 experiments/bench_sample.py $BEFORE_SAMPLE) 2>&1 \
+    | keep | tee "$OUT/before_sample.txt"
+else
+  echo "gaga before issue 11: skipped (no $BEFORE and no commit $BEFORE_COMMIT to make it from)" | tee "$OUT/before.txt"
+fi
+
+part "sampling throughput"
+timeout 330 python3 experiments/bench_sample.py $SAMPLE_BENCH --arms $ARMS --whole-arms bf16+compile 2>&1 | keep \
+  | tee "$OUT/bench_sample.md"
+
+for precision in 32-true bf16-mixed; do
+  part "EDM + GAGA training run, trainer.precision=$precision"
+  timeout 150 python3 train.py $RUN trainer.precision=$precision trainer.max_epochs=1 trainer.check_val_every_n_epoch=1 \
+    logger=csv '~callbacks.sample_quality' paths.log_dir="$OUT/runs" 2>&1 | grep -v -E "Warning|^\s*$" | tail -12 \
+    | tee "$OUT/train_$precision.txt"
+done
+part "done"
