@@ -121,6 +121,23 @@ def peak_memory_mib(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "RSS (process)"
 
 
+def numerics(model, arm: Arm, batch, device: torch.device) -> tuple[torch.Tensor, float]:
+    """Under the arm (its autocast; compiled when the model was): the per-molecule training loss on `batch` with fixed
+    noise, and the denoiser's E(3) error: |net(Q x + b) - Q net(x)| over its largest output (features likewise)."""
+    batch = batch.to(device)
+    generator = torch.Generator(device).manual_seed(0)
+    rotation, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    rotation, shift = rotation.float().to(device), torch.tensor([1.5, -2.0, 0.7], device=device)
+    with arm.autocast(device):
+        loss = model.training_terms(batch, generator)["loss"].detach()
+        pos, h = model.diffusion_state(batch)
+        t = torch.rand(batch.num_graphs, device=device, generator=generator)
+        eps_pos, eps_h = (x.detach() for x in model.net(pos, h, t, batch.batch))
+        moved_pos, moved_h = (x.detach() for x in model.net(pos @ rotation.T + shift, h, t, batch.batch))
+    error_pos = (moved_pos - eps_pos @ rotation.T).abs().max() / eps_pos.abs().max()
+    return loss, max(float(error_pos), float((moved_h - eps_h).abs().max() / eps_h.abs().max()))
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -22,7 +22,7 @@ import time
 import bench_edm
 import torch
 from bench_setup import add_network_options, qm9_datamodule, qm9_model
-from bench_speed import Arm, forward_flops, peak_memory_mib, rate_text, reset_peak_memory, synchronize
+from bench_speed import Arm, forward_flops, numerics, peak_memory_mib, rate_text, reset_peak_memory, synchronize
 from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -68,6 +68,14 @@ def run(step, batches: list, warmup: int, device: torch.device) -> dict:
     return {"seconds": time.perf_counter() - clock, "molecules": molecules, "warmup": warm}
 
 
+def fresh_model(data: dict, args, arm: Arm):
+    """The backbone at its initial weights (the same for every arm), prepared for the arm."""
+    torch.manual_seed(0)
+    model = qm9_model(next(iter(data.values()))[1], args.backbone, args.hidden, args.layers, torch.device(args.device))
+    arm.prepare(model, args.compile_backend)
+    return model
+
+
 def measured_flops(model, batch, device: torch.device) -> float:
     """FlopCounterMode's count of one eager float32 forward and backward pass."""
     with FlopCounterMode(display=False) as counter:
@@ -105,9 +113,7 @@ def main() -> None:
             reference = bench_edm.EDMReference(datamodule.statistics.num_atoms_hist, device, args.hidden, args.layers)
             step = reference.train_step
         else:
-            torch.manual_seed(0)
-            model = qm9_model(datamodule, args.backbone, args.hidden, args.layers, device)
-            arm.prepare(model, args.compile_backend)
+            model = fresh_model(data, args, arm)
             step = gaga_step(model, model.configure_optimizers(), arm, device)
         for size, (batches, _) in data.items():
             inputs = [bench_edm.EDMReference.dense(batch) for batch in batches] if arm is None else batches
@@ -115,6 +121,11 @@ def main() -> None:
             results[arm_name, size] = run(step, inputs, warmup, device)
             results[arm_name, size]["memory"] = peak_memory_mib(device)
             results[arm_name, size]["graphs"] = counters["stats"]["unique_graphs"] - graphs
+            if arm is not None:  # the arm's loss and equivariance at the initial weights, against eager float32
+                results[arm_name, size]["numerics"] = numerics(fresh_model(data, args, arm), arm, batches[0], device)
+                if ("reference", size) not in results:
+                    reference = numerics(fresh_model(data, args, Arm("eager")), Arm("eager"), batches[0], device)
+                    results["reference", size] = reference
             print(f"  measured {arm_name} at batch {size}", flush=True)
 
     torch.set_float32_matmul_precision("highest")
@@ -130,8 +141,11 @@ def main() -> None:
             f"{step_flops / 1e9:.1f} G (first batch: counted {first / 1e9:.2f} G, FlopCounterMode "
             f"{counted / 1e9:.2f} G, ratio {counted / first:.3f})"
         )
-        print("| arm | steps/s | s/step | molecules/s | speed-up | peak memory MiB | TFLOP/s | warm-up s | compiled |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print(
+            "| arm | steps/s | s/step | molecules/s | speed-up | peak memory MiB | TFLOP/s | warm-up s | compiled "
+            "| loss vs fp32 | E(3) error |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         base = results.get(("edm-ref", size)) or results.get((next(iter(arms)), size))
         for arm_name, arm in arms.items():
             result = results[arm_name, size]
@@ -142,9 +156,21 @@ def main() -> None:
                 f"| {arm_name} | {steps / seconds:.3f} | {seconds / steps:.4f} | {result['molecules'] / seconds:.1f} "
                 f"| {base['seconds'] / seconds:.2f}x | {memory:,.0f} {kind} "
                 f"| {rate_text(step_flops * steps, seconds, device, precision)} | {result['warmup']:.1f} "
-                f"| {result['graphs']} |"
+                f"| {result['graphs']} | {numerics_text(result.get('numerics'), results['reference', size])} |"
             )
-    print("speed-up: against edm-ref when measured, else the first arm; compiled: graphs torch.compile made for it")
+    print(
+        "speed-up: against edm-ref when measured, else the first arm; compiled: graphs torch.compile made for it; "
+        "loss vs fp32: largest relative difference of a molecule's loss from eager float32's (same weights and "
+        "noise); E(3) error: the denoiser's, over its largest output"
+    )
+
+
+def numerics_text(arm: tuple | None, reference: tuple) -> str:
+    if arm is None:
+        return "- | -"
+    loss, equivariance = arm
+    difference = float(((loss - reference[0]).abs() / reference[0].abs()).max())
+    return f"{difference:.1e} | {equivariance:.1e}"
 
 
 if __name__ == "__main__":
