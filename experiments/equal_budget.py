@@ -1,7 +1,7 @@
 """EDM with and without GAGA at an equal training budget, sampled with the ancestral sampler and DDIM (issue 10,
 parts 1 and 2).
 
-    python experiments/equal_budget.py [--preset quickstart] [--samples 300] [--arms edm control gaga_auto ...]
+    python experiments/equal_budget.py [--preset quickstart] [--samples 200] [--arms edm control gaga_auto ...]
     python experiments/equal_budget.py --override trainer=gpu ... --jobs 6 --device cuda --samples 1000   # GPU
 
 Every arm trains the same network with `train.py experiment=<preset> seed=42` (same steps, seed and batch order;
@@ -79,9 +79,16 @@ def validation_curve(run_dir: Path) -> list[tuple[int, float]]:
 
 
 def sample_row(label: str, checkpoint: Path, args, sampler: str = "ancestral", stride: int = 1, truncation=None):
-    """Sample and score one model; `truncation` ({t_star, v_hat}) restarts it from another closed-form Gaussian."""
+    """Sample and score one model; `truncation` ({t_star, v_hat}) restarts it from another closed-form Gaussian.
+
+    Each row is kept beside its checkpoint, so a rerun (after a kill, or with more rows) samples only what is new.
+    """
     from gaga.metrics import evaluate_molecules
     from gaga.sampling import generate, load_model
+
+    kept = checkpoint.parent.parent / f"row_{label.replace(' ', '_')}_{sampler}{stride}_{args.samples}.json"
+    if kept.is_file():
+        return json.loads(kept.read_text())
 
     model = load_model(checkpoint, args.device)
     trained_t_max = model.t_max
@@ -106,6 +113,7 @@ def sample_row(label: str, checkpoint: Path, args, sampler: str = "ancestral", s
         low, high = wilson_interval(metrics[key], n)
         row[key] = f"{100 * metrics[key]:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
     print(json.dumps(row), flush=True)
+    kept.write_text(json.dumps(row) + "\n")
     return row
 
 
@@ -164,7 +172,7 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every arm (trainer=gpu ...)")
     parser.add_argument("--jobs", type=int, default=1, help="arms trained at the same time (GPU: several)")
     parser.add_argument("--device", default="cpu", help="where sampling runs (cpu, cuda)")
-    parser.add_argument("--samples", type=int, default=300, help="molecules sampled per row")
+    parser.add_argument("--samples", type=int, default=200, help="molecules sampled per row")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--runs", type=Path, default=REPO_ROOT / "outputs" / "equal_budget")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "experiments" / "results" / "equal_budget")
