@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import time
 from functools import partial
+from pathlib import Path
 
 import bench_edm
 import torch
 from bench_setup import add_network_options, qm9_datamodule, qm9_model
 from bench_speed import Arm, forward_flops, peak_memory_mib, rate_text, reset_peak_memory, synchronize
 
+import gaga
 from gaga.sampling import load_model
 
 CHAINS = (("ancestral", 1), ("ddim", 2))
@@ -76,7 +78,8 @@ def main() -> None:
     arm_names = args.arms or (["edm-ref", "eager", "bf16", "bf16+compile"] if gpu else ["edm-ref", "eager"])
     arms = {name: None if name == "edm-ref" else Arm.parse(name) for name in arm_names}
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; torch {torch.__version__}; backbone {args.backbone}, EGNN {args.layers} x {args.hidden}")
+    print(f"device: {name}; torch {torch.__version__}; gaga from {Path(gaga.__file__).parent}")
+    print(f"backbone {args.backbone}, EGNN {args.layers} x {args.hidden}")
     if "edm-ref" in arms and (args.ckpt or not bench_edm.available()):
         print("EDM reference: skipped (--ckpt given)" if args.ckpt else bench_edm.skipped_note())
         del arms["edm-ref"]
@@ -111,7 +114,9 @@ def main() -> None:
                 whole = arm_name in args.whole_arms and batch_size == args.batch_sizes[0]
                 seconds, projected = chain_seconds(sample, start // stride, 0 if whole else args.transitions, device)
                 rows[arm_name, batch_size, start, sampler] = (seconds, projected, peak_memory_mib(device))
-            print(f"  measured {arm_name} at batch {batch_size}", flush=True)
+                print(
+                    f"  measured {arm_name} at batch {batch_size}, {sampler} from {start}: {seconds:.2f} s", flush=True
+                )
     report(rows, arms, batches, chains, args, device)
 
 

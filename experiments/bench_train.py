@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import bench_edm
 import torch
@@ -26,12 +27,14 @@ from bench_speed import Arm, forward_flops, numerics, peak_memory_mib, rate_text
 from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
+import gaga
 
-def training_batches(batch_size: int, count: int) -> tuple[list, dict]:
-    """`count` training batches of QM9 (the same for every arm) and the split's p(N)."""
-    torch.manual_seed(0)
+
+def training_batches(batch_size: int, count: int) -> tuple[list, object]:
+    """The first `count` batches of QM9's training split in its stored (randomly permuted) order, the same for every
+    arm and every version of gaga, and the datamodule."""
     datamodule = qm9_datamodule(batch_size)
-    loader = iter(datamodule.train_dataloader())
+    loader = iter(datamodule.ordered_loader("train"))
     return [next(loader) for _ in range(count)], datamodule
 
 
@@ -100,7 +103,8 @@ def main() -> None:
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
     arms = {name: None if name == "edm-ref" else Arm.parse(name) for name in arm_names}
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; torch {torch.__version__}; backbone {args.backbone}, EGNN {args.layers} x {args.hidden}")
+    print(f"device: {name}; torch {torch.__version__}; gaga from {Path(gaga.__file__).parent}")
+    print(f"backbone {args.backbone}, EGNN {args.layers} x {args.hidden}")
     if "edm-ref" in arms and not bench_edm.available():
         print(bench_edm.skipped_note())
         del arms["edm-ref"]
@@ -126,7 +130,8 @@ def main() -> None:
                 if ("reference", size) not in results:
                     reference = numerics(fresh_model(data, args, Arm("eager")), Arm("eager"), batches[0], device)
                     results["reference", size] = reference
-            print(f"  measured {arm_name} at batch {size}", flush=True)
+            seconds = results[arm_name, size]["seconds"] / steps
+            print(f"  measured {arm_name} at batch {size}: {seconds:.4f} s/step", flush=True)
 
     torch.set_float32_matmul_precision("highest")
     model = qm9_model(data[args.batch_sizes[0]][1], args.backbone, args.hidden, args.layers, device)
