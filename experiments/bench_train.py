@@ -79,6 +79,26 @@ def fresh_model(data: dict, args, arm: Arm):
     return model
 
 
+def profile(step, batches: list, arm_name: str, batch_size: int, device: torch.device) -> None:
+    """torch.profiler over `batches` steps: the operators with the most own device (CPU: host) time, and on a GPU
+    the kernel launches per step."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    with profiler(activities=activities) as trace:
+        for batch in batches:
+            step(batch)
+        synchronize(device)
+    events = trace.key_averages()
+    print(f"\nprofile of {arm_name} at batch {batch_size}, {len(batches)} steps:")
+    print(events.table(sort_by="self_device_time_total" if gpu else "self_cpu_time_total", row_limit=15))
+    if gpu:
+        launches = sum(event.count for event in events if event.key in ("cudaLaunchKernel", "cuLaunchKernel"))
+        print(f"CUDA kernel launches per step: {launches / len(batches):.0f}")
+
+
 def measured_flops(model, batch, device: torch.device) -> float:
     """FlopCounterMode's count of one eager float32 forward and backward pass."""
     with FlopCounterMode(display=False) as counter:
@@ -94,6 +114,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on GPU, 3 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 3 on GPU, 1 on CPU)")
     parser.add_argument("--compile-backend", default="inductor")
+    parser.add_argument("--profile", nargs="*", default=[], help="arms to profile (3 steps, first batch size)")
     add_network_options(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -132,6 +153,8 @@ def main() -> None:
                     results["reference", size] = reference
             seconds = results[arm_name, size]["seconds"] / steps
             print(f"  measured {arm_name} at batch {size}: {seconds:.4f} s/step", flush=True)
+        if arm_name in args.profile:
+            profile(step, data[args.batch_sizes[0]][0][:3], arm_name, args.batch_sizes[0], device)
 
     torch.set_float32_matmul_precision("highest")
     model = qm9_model(data[args.batch_sizes[0]][1], args.backbone, args.hidden, args.layers, device)

@@ -2,7 +2,8 @@
 # All GPU figures of issue 11 in one command (estimated 8 min on an H100, at most 15 with every part at its timeout;
 # run from the repo root; tables under $OUT):
 #   training throughput at batch 64 and 256: EDM's reference code, gaga eager float32, +bf16, +bf16+compile
-#   (bench_train.md) and gaga before issue 11 on the same batches (before_train.md); sampling at batch 100 and 500
+#   (bench_train.md, with a profile of eager and bf16+compile at batch 64: top operators, kernel launches per
+#   step) and gaga before issue 11 on the same batches (before_train.md); sampling at batch 100 and 500
 #   from T = 1000 and T* = 550, ancestral and DDIM stride 2: EDM's code, gaga eager float32 and bf16+compile
 #   (bench_sample.md; whole chains for bf16+compile at batch 100, the rest projected from 25 and 50 transitions) and
 #   gaga before (before_sample.md); two short EDM + GAGA training runs (200 steps at batch 256), float32 and
@@ -45,7 +46,7 @@ part "device"
   | tee "$OUT/gpu.txt"
 
 part "training throughput"
-timeout 270 python3 experiments/bench_train.py $TRAIN_BENCH --arms $TRAIN_ARMS 2>&1 | keep | tee "$OUT/bench_train.md"
+timeout 270 python3 experiments/bench_train.py $TRAIN_BENCH --arms $TRAIN_ARMS --profile eager bf16+compile 2>&1 | keep | tee "$OUT/bench_train.md"
 
 part "gaga before issue 11 ($BEFORE): the same benchmarks and batches on its code, eager float32"
 if [ ! -d "$BEFORE/gaga" ] && git rev-parse -q --verify "$BEFORE_COMMIT^{commit}" >/dev/null 2>&1; then
