@@ -145,7 +145,7 @@ def test_build_model_from_config_sizes_features(tmp_path):
     assert model.net.num_features == 4 and model.hparams.net["hidden_nf"] == cfg.backbone.net.hidden_nf == 64
 
 
-def test_loss_parts_by_step_explain_the_logged_loss():
+def test_loss_parts_by_step_explain_the_logged_loss(tmp_path):
     """train/l2 (t >= 1) and train/t0_nll (t = 0) are logged apart: each the mean over the molecules that drew it."""
     loss, t = torch.tensor([1.0, 2.0, -7.0, 3.0]), torch.tensor([5, 0, 0, 9])
     parts = split_by_step(loss, t)
@@ -155,7 +155,9 @@ def test_loss_parts_by_step_explain_the_logged_loss():
     model.set_truncation({"t_star": 1, "v_hat": {"pos": 1.0, "h": 1.0}})  # t in {0, 1}: both parts appear
     terms = model.training_terms(next(iter(datamodule.train_dataloader())), torch.Generator().manual_seed(0))
     assert terms.keys() == {"loss", "l2", "t0_nll"}
-    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, log_every_n_steps=1)
+    trainer = quiet_trainer(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=0, log_every_n_steps=1, default_root_dir=tmp_path
+    )
     trainer.fit(model, datamodule=datamodule)
     assert {"train/loss", "train/l2", "train/t0_nll", "train/steps_per_s"} <= set(trainer.callback_metrics)
 
