@@ -5,8 +5,9 @@ config, step timing, the optional torch.compile of the denoiser, GAGA's truncati
 (EDM, GeoLDM) supplies the space it diffuses in (`diffusion_state`), its objectives (`training_terms`, `nll_terms`)
 and its decoder (`decode`).
 
-A training step waits for the device once, to decide whether its loss and gradient are finite before the
-optimiser step (skipping is exact: an optimiser step on zeroed gradients would still move AdamW's moments).
+Besides reading the length of each network call's edge list (gaga.nn.graph), a training step waits for the device
+once: to decide whether its loss and gradient are finite before the optimiser step (skipping is exact: a step on
+zeroed gradients would still move AdamW's moments).
 Clipping, the gradient-norm history, EMA and the logged values stay on the device; the terms besides the loss
 (their latest values) and the step rate are logged at Lightning's logging steps and each epoch's last step, where
 Lightning reads values anyway. Validation and test NLLs run in float32 whatever the training precision.
@@ -332,7 +333,7 @@ class DiffusionBackbone(pl.LightningModule):
         self._clock = (time.perf_counter(), self.global_step)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Skip a step whose loss or gradient norm is not finite: the step's one wait for the device."""
+        """Skip a step whose loss or gradient norm is not finite, deciding with one wait for the device."""
         grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
         self._grad_norm = torch.nn.utils.get_total_norm(grads).to(self._step_loss.device)
         self._step_skipped = not bool(torch.isfinite(self._step_loss) & torch.isfinite(self._grad_norm))
