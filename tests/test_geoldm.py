@@ -110,6 +110,11 @@ def _fit_with_gaga(backbone: str, tmp_path, seed: int = 0):
     return callback, model
 
 
+def cache_entries(folder) -> list[str]:
+    """The T* cache's entries (each JSON has its digest and lock files beside it)."""
+    return sorted(p.name for p in folder.glob("tstar_*.json"))
+
+
 def test_callback_finds_t_star_on_latents_and_caches_it_under_the_backbone(tmp_path):
     callback, model = _fit_with_gaga("geoldm", tmp_path)
     t_star = model.hparams.gaga["t_star"]
@@ -118,13 +123,12 @@ def test_callback_finds_t_star_on_latents_and_caches_it_under_the_backbone(tmp_p
     blocks, offsets = model.gaussianity_data(model.trainer.datamodule.ordered_loader("train"), progress=False)
     assert blocks["features"].shape[1] == model.hparams.latent_nf
     assert model.hparams.gaga["v_hat"]["h"] != pytest.approx(0.0075, rel=0.2)
-    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert len(cached) == 1
+    assert len(cache_entries(tmp_path / "cache")) == 1
     _fit_with_gaga("geoldm", tmp_path, seed=1)  # another encoder: other latents, another cache entry
     _fit_with_gaga("edm", tmp_path)
-    assert len(list((tmp_path / "cache").iterdir())) == 3
+    assert len(cache_entries(tmp_path / "cache")) == 3
     again, _ = _fit_with_gaga("geoldm", tmp_path)  # the same encoder: a cache hit
-    assert again.result.t_star == callback.result.t_star and len(list((tmp_path / "cache").iterdir())) == 3
+    assert again.result.t_star == callback.result.t_star and len(cache_entries(tmp_path / "cache")) == 3
 
 
 def test_two_stage_option_trains_the_encoder_then_freezes_it_and_finds_t_star_on_the_final_latents(tmp_path):
@@ -151,6 +155,7 @@ def test_two_stage_option_trains_the_encoder_then_freezes_it_and_finds_t_star_on
     assert all(torch.equal(seen[1][k], seen[0][k]) for k in initial), "the encoder must be frozen after it"
     assert seen["gaga0"] is None and seen["gaga1"]["t_star"] >= 1  # T* only once the encoder is final
     assert "train/kl" in seen["loss0"] and "train/l2" in seen["loss1"]
-    cached = [p.name for p in (tmp_path / "cache").iterdir()]
     identity = model.gaussianity_identity()
-    assert len(cached) == 1 and identity["encoder"] != initial_digest  # cached under the trained encoder
+    assert (
+        len(cache_entries(tmp_path / "cache")) == 1 and identity["encoder"] != initial_digest
+    )  # cached under the trained encoder
