@@ -12,6 +12,8 @@
 # (wheels of gaga's pure-Python dependencies, installed without network), experiments/edm_reference/ (EDM's code:
 # see experiments/bench_edm.py; its column is skipped, saying so, without it) and experiments/gaga_before/ (gaga at
 # commit 787a797, made here with git archive when .git is present; skipped, saying so, without it).
+# PARTS picks parts (default: all, "train before sample runs"); every part ends at its timeout, so the parts fit a
+# 10-minute command in two calls when a GPU is slow: PARTS="train before" (<= 450 s), then PARTS="sample runs" (<= 440 s).
 # TINY=1 shrinks every figure (network 32 x 2, a few steps and molecules) to check the script on a CPU in minutes.
 set -uo pipefail
 OUT=${OUT:-outputs/gpu_check}
@@ -25,6 +27,8 @@ SITE=$([ -d /tmp/site ] && echo /tmp/site || true)
 export PYTHONPATH=$PWD${SITE:+:$SITE} PYTHONUNBUFFERED=1
 clock=$SECONDS
 part() { echo "== $1 ($((SECONDS - clock)) s so far)"; }
+PARTS=" ${PARTS:-train before sample runs} "
+wants() { [[ $PARTS == *" $1 "* ]]; }
 keep() { grep -v -E "Warning|warn\(|self.log\(\)|^\s*$"; }
 
 if [ "${TINY:-0}" = 1 ]; then
@@ -45,31 +49,40 @@ part "device"
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no GPU: CPU run") \
   | tee "$OUT/gpu.txt"
 
-part "training throughput"
-timeout 270 python3 experiments/bench_train.py $TRAIN_BENCH --arms $TRAIN_ARMS --profile eager bf16+compile 2>&1 | keep | tee "$OUT/bench_train.md"
-
-part "gaga before issue 11 ($BEFORE): the same benchmarks and batches on its code, eager float32"
-if [ ! -d "$BEFORE/gaga" ] && git rev-parse -q --verify "$BEFORE_COMMIT^{commit}" >/dev/null 2>&1; then
-  mkdir -p "$BEFORE" && git archive "$BEFORE_COMMIT" | tar -x -C "$BEFORE"
-fi
-if [ -d "$BEFORE/gaga" ]; then
-  ln -sfn "$PWD/data" "$BEFORE/data"
-  PYTHONPATH=$BEFORE${SITE:+:$SITE} timeout 90 python3 experiments/bench_train.py $TRAIN_BENCH --arms eager \
-    2>&1 | keep | tee "$OUT/before_train.md"
-  PYTHONPATH=$BEFORE${SITE:+:$SITE} timeout 90 python3 experiments/bench_sample.py $SAMPLE_BENCH --arms eager \
-    2>&1 | keep | tee "$OUT/before_sample.md"
-else
-  echo "gaga before issue 11: skipped (no $BEFORE and no commit $BEFORE_COMMIT to make it from)" | tee "$OUT/before.txt"
+if wants train; then
+  part "training throughput"
+  timeout 270 python3 experiments/bench_train.py $TRAIN_BENCH --arms $TRAIN_ARMS --profile eager bf16+compile 2>&1 | keep \
+    | tee "$OUT/bench_train.md"
 fi
 
-part "sampling throughput"
-timeout 240 python3 experiments/bench_sample.py $SAMPLE_BENCH --arms $SAMPLE_ARMS --whole-arms bf16+compile 2>&1 | keep \
-  | tee "$OUT/bench_sample.md"
+if wants before; then
+  part "gaga before issue 11 ($BEFORE): the same benchmarks and batches on its code, eager float32"
+  if [ ! -d "$BEFORE/gaga" ] && git rev-parse -q --verify "$BEFORE_COMMIT^{commit}" >/dev/null 2>&1; then
+    mkdir -p "$BEFORE" && git archive "$BEFORE_COMMIT" | tar -x -C "$BEFORE"
+  fi
+  if [ -d "$BEFORE/gaga" ]; then
+    ln -sfn "$PWD/data" "$BEFORE/data"
+    PYTHONPATH=$BEFORE${SITE:+:$SITE} timeout 90 python3 experiments/bench_train.py $TRAIN_BENCH --arms eager \
+      2>&1 | keep | tee "$OUT/before_train.md"
+    PYTHONPATH=$BEFORE${SITE:+:$SITE} timeout 90 python3 experiments/bench_sample.py $SAMPLE_BENCH --arms eager \
+      2>&1 | keep | tee "$OUT/before_sample.md"
+  else
+    echo "gaga before issue 11: skipped (no $BEFORE and no commit $BEFORE_COMMIT to make it from)" | tee "$OUT/before.txt"
+  fi
+fi
 
-for precision in 32-true bf16-mixed; do
-  part "EDM + GAGA training run, trainer.precision=$precision"
-  timeout 100 python3 train.py $RUN trainer.precision=$precision trainer.max_epochs=1 trainer.check_val_every_n_epoch=1 \
-    logger=csv '~callbacks.sample_quality' paths.log_dir="$OUT/runs" 2>&1 | grep -v -E "Warning|^\s*$" | tail -12 \
-    | tee "$OUT/train_$precision.txt"
-done
+if wants sample; then
+  part "sampling throughput"
+  timeout 240 python3 experiments/bench_sample.py $SAMPLE_BENCH --arms $SAMPLE_ARMS --whole-arms bf16+compile 2>&1 | keep \
+    | tee "$OUT/bench_sample.md"
+fi
+
+if wants runs; then
+  for precision in 32-true bf16-mixed; do
+    part "EDM + GAGA training run, trainer.precision=$precision"
+    timeout 100 python3 train.py $RUN trainer.precision=$precision trainer.max_epochs=1 trainer.check_val_every_n_epoch=1 \
+      logger=csv '~callbacks.sample_quality' paths.log_dir="$OUT/runs" 2>&1 | grep -v -E "Warning|^\s*$" | tail -12 \
+      | tee "$OUT/train_$precision.txt"
+  done
+fi
 part "done"
