@@ -4,7 +4,9 @@ parts 1 and 2).
     python experiments/equal_budget.py [--preset quickstart] [--samples 200] [--arms edm control gaga_auto ...]
     python experiments/equal_budget.py --override trainer=gpu ... --jobs 6 --device cuda --samples 1000   # GPU
 
-Every arm trains the same network with `train.py experiment=<preset> seed=42` (same steps, seed and batch order;
+    python experiments/equal_budget.py --seed 43 --arms gaga_auto edm control --arms-only   # another seed
+
+Every arm trains the same network with `train.py experiment=<preset> seed=<seed>` (same steps, seed and batch order;
 the arm's overrides below are the only difference), then samples `--samples` molecules with sampling seed 0. Arms:
   edm        EDM's own preprocessing, T = 1000 (gaga=off);
   control    features zero-meaned as GAGA needs, still T = 1000 (gaga=off backbone.zero_mean_features=true);
@@ -15,9 +17,10 @@ the start Gaussian from truncated training); edm and gaga_auto with DDIM stride 
 from its T* with the start v_hat of each `gaga.variance` choice (exact is its own; paper and reference are measured on
 QM9's full training split as in start_gaussian.py): which start Gaussian samples best (part 3).
 
-Runs go to `--runs/<arm>` (a finished arm is not retrained; a killed one resumes from its last.ckpt). Writes, in
-`--out`: samples.csv (one row per sampled model: rates with 95 % Wilson intervals, s/mol), val_nll.csv (validation
-NLL against optimisation step per arm) and equal_budget.png (both, side by side).
+Runs go to `--runs/seed<seed>/<arm>` (a finished arm is not retrained; a killed one resumes from its last.ckpt).
+Writes, in `--out/seed<seed>`: samples.csv (one row per sampled model: rates with 95 % Wilson intervals, s/mol),
+val_nll.csv (validation NLL against optimisation step per arm) and equal_budget.png (both, side by side); and in
+`--out`: seeds.csv, each row's rates per seed and their mean over the seeds sampled so far.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ ARMS = {  # in training order: the central comparison first
     "gaga_450": ["gaga.t_star=450"],
     "gaga_650": ["gaga.t_star=650"],
 }
-COMMON = ["seed=42", "logger=csv", "~callbacks.sample_quality", "trainer.check_val_every_n_epoch=1"]
+COMMON = ["logger=csv", "~callbacks.sample_quality", "trainer.check_val_every_n_epoch=1"]
 # every arm trains and samples on one CPU thread: the float summation order is the same for all arms whatever the
 # machine's core count, and the timings do not suffer from other jobs sharing the cores
 THREADS = 1
@@ -51,11 +54,19 @@ FINISHED = "finished.json"  # written into an arm's run folder once train.py ret
 
 def train_arm(name: str, args) -> Path:
     """Train arm `name` (or resume / reuse its run), logging to its run folder's train.log; its last checkpoint."""
-    run_dir = args.runs / name
+    run_dir = args.runs / f"seed{args.seed}" / name
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if (run_dir / FINISHED).is_file():
         return checkpoint
-    command = [sys.executable, "train.py", f"experiment={args.preset}", *COMMON, *args.override, *ARMS[name]]
+    command = [
+        sys.executable,
+        "train.py",
+        f"experiment={args.preset}",
+        f"seed={args.seed}",
+        *COMMON,
+        *args.override,
+        *ARMS[name],
+    ]
     command += [f"hydra.run.dir={run_dir}", "ckpt_path=auto"]
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"[{name}] {' '.join(command[1:])}  (log: {run_dir / 'train.log'})", flush=True)
@@ -172,6 +183,8 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every arm (trainer=gpu ...)")
     parser.add_argument("--jobs", type=int, default=1, help="arms trained at the same time (GPU: several)")
     parser.add_argument("--device", default="cpu", help="where sampling runs (cpu, cuda)")
+    parser.add_argument("--seed", type=int, default=42, help="training seed (and training subset) of every arm")
+    parser.add_argument("--arms-only", action="store_true", help="sample each arm from its own start only")
     parser.add_argument("--samples", type=int, default=200, help="molecules sampled per row")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--runs", type=Path, default=REPO_ROOT / "outputs" / "equal_budget")
@@ -184,9 +197,24 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     with ThreadPoolExecutor(args.jobs) as pool:  # on a GPU, small arms train side by side
         checkpoints = dict(zip(args.arms, pool.map(lambda name: train_arm(name, args), args.arms), strict=True))
-    curves = {name: validation_curve(args.runs / name) for name in args.arms}
+    curves = {name: validation_curve(args.runs / f"seed{args.seed}" / name) for name in args.arms}
 
     rows = [sample_row(name, checkpoint, args) for name, checkpoint in checkpoints.items()]
+    if not args.arms_only:
+        rows += extra_rows(checkpoints, args)
+
+    out = args.out / f"seed{args.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "samples.csv", rows)
+    write_csv(out / "val_nll.csv", [{"arm": a, "step": s, "val_nll": v} for a, pts in curves.items() for s, v in pts])
+    plot(rows, curves, out / "equal_budget.png")
+    write_csv(args.out / "seeds.csv", seed_summary(args.out))
+    print(f"wrote {out}/samples.csv, val_nll.csv, equal_budget.png and {args.out}/seeds.csv")
+
+
+def extra_rows(checkpoints: dict[str, Path], args) -> list[dict]:
+    """The control from GAGA's start, DDIM stride 2, and the GAGA model from each variance choice's start."""
+    rows = []
     if "control" in checkpoints and "gaga_auto" in checkpoints:
         from gaga.sampling import read_checkpoint
 
@@ -197,14 +225,25 @@ def main() -> None:
             rows.append(sample_row(name, checkpoints[name], args, sampler="ddim", stride=2))
     if "gaga_auto" in checkpoints:
         rows += start_gaussian_rows(checkpoints["gaga_auto"], args)
+    return rows
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out / "samples.csv", rows)
-    write_csv(
-        args.out / "val_nll.csv", [{"arm": a, "step": s, "val_nll": v} for a, pts in curves.items() for s, v in pts]
-    )
-    plot(rows, curves, args.out / "equal_budget.png")
-    print(f"wrote {args.out}/samples.csv, val_nll.csv, equal_budget.png")
+
+def seed_summary(out: Path) -> list[dict]:
+    """Per (model, sampler) row: validity and valid x unique of every seed sampled so far, and their mean."""
+    per_row: dict[tuple[str, str], dict[str, dict]] = {}
+    for path in sorted(out.glob("seed*/samples.csv")):
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                per_row.setdefault((row["model"], row["sampler"]), {})[path.parent.name] = row
+    summary = []
+    for (model, sampler), seeds in per_row.items():
+        entry = {"model": model, "sampler": sampler, "seeds": " ".join(seeds)}
+        for key in ("validity", "valid_x_unique"):
+            rates = [float(row[key].split()[0]) for row in seeds.values()]
+            entry[key] = " / ".join(f"{rate:.1f}" for rate in rates)
+            entry[f"{key}_mean"] = round(sum(rates) / len(rates), 1)
+        summary.append(entry)
+    return summary
 
 
 if __name__ == "__main__":
