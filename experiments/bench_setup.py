@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: command-line options for the backbone and network size, and the model on QM9's statistics.
+"""Shared by the benchmarks and experiments: command-line options for the backbone and network size, the model on
+QM9's statistics, QM9's training blocks, and CSV output.
 
 Scripts in experiments/ import it directly (`python experiments/bench_*.py` puts this folder on the path). Plain
 dicts, not Hydra, so the benchmarks run where Hydra is not installed (the GPU machine).
@@ -7,6 +8,7 @@ dicts, not Hydra, so the benchmarks run where Hydra is not installed (the GPU ma
 from __future__ import annotations
 
 import argparse
+import csv
 
 import numpy as np
 import torch
@@ -71,3 +73,11 @@ def describe(model: DiffusionBackbone, device: torch.device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     params = sum(p.numel() for p in model.trainable_parameters())
     return f"device: {name}; backbone {model.backbone_name}, {params:,} trainable parameters"
+
+
+def write_rows(rows: list[dict], path) -> None:
+    """A list of same-keyed dicts as a CSV file with a header."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -34,6 +34,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench_setup import write_rows
 from compare_samples import RATES, wilson_interval
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -169,13 +170,6 @@ def plot(rows: list[dict], curves: dict[str, list[tuple[int, float]]], path: Pat
     figure.savefig(path, dpi=90)
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="quickstart", help="the experiment= preset every arm trains with")
@@ -205,10 +199,10 @@ def main() -> None:
 
     out = args.out / f"seed{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "samples.csv", rows)
-    write_csv(out / "val_nll.csv", [{"arm": a, "step": s, "val_nll": v} for a, pts in curves.items() for s, v in pts])
+    write_rows(rows, out / "samples.csv")
+    write_rows([{"arm": a, "step": s, "val_nll": v} for a, pts in curves.items() for s, v in pts], out / "val_nll.csv")
     plot(rows, curves, out / "equal_budget.png")
-    write_csv(args.out / "seeds.csv", seed_summary(args.out))
+    write_rows(seed_summary(args.out), args.out / "seeds.csv")
     print(f"wrote {out}/samples.csv, val_nll.csv, equal_budget.png and {args.out}/seeds.csv")
 
 

@@ -42,14 +42,13 @@ Writes gaussian_onset.csv (T* table), gaussian_onset_curves.csv and gaussian_ons
 from __future__ import annotations
 
 import argparse
-import csv
 from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_setup import backbone_config, qm9_training_blocks
+from bench_setup import backbone_config, qm9_training_blocks, write_rows
 from scipy.special import ndtr
 
 from gaga.diffusion.schedules import NoiseSchedule
@@ -278,14 +277,6 @@ def plot(curves: list[dict], table: list[dict], settings: GaussianitySettings, p
     plt.close(figure)
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
@@ -323,8 +314,9 @@ def main() -> None:
     print("\n" + " | ".join(table[0]))
     for entry in table:
         print(" | ".join(str(v) for v in entry.values()))
-    write_csv(table, args.out / "gaussian_onset.csv")
-    write_csv(curves, args.out / "gaussian_onset_curves.csv")
+    for rows, name in ((table, "gaussian_onset.csv"), (curves, "gaussian_onset_curves.csv")):
+        write_rows(rows, args.out / name)
+        print(f"wrote {args.out / name}")
     plot(curves, table, settings, args.out / "gaussian_onset.png")
     print(f"wrote {args.out / 'gaussian_onset.png'}")
 

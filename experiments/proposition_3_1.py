@@ -28,7 +28,6 @@ whether T* is ordered as the proposition says; writes proposition_3_1.csv and pr
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -234,10 +233,9 @@ def main() -> None:
                 line.append(f"{source} {steps} {ordering(steps)}")
             print(f"eps_ds {eps_ds}, eps_dep {eps_dep}: " + "; ".join(line))
     args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "proposition_3_1.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
+    from bench_setup import write_rows  # beside this script; tests import this module without experiments/ on the path
+
+    write_rows(table, args.out / "proposition_3_1.csv")
     plot(separations, alpha_bar, curves, table, args.out / "proposition_3_1.png")
     print(f"wrote {args.out / 'proposition_3_1.csv'} and {args.out / 'proposition_3_1.png'}")
 

@@ -14,12 +14,11 @@ only in variance), and the variance ratio var_start / var_true.
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_setup import qm9_training_blocks
+from bench_setup import qm9_training_blocks, write_rows
 from scipy.stats import ks_2samp
 
 from gaga.gaussianity import FEATURES, POSITIONS, center_per_molecule
@@ -79,10 +78,7 @@ def main() -> None:
                     f"ratio {ratio:.4f}  KS {ks:.4f}  KL {kl:.2e}"
                 )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, args.out)
     print(f"wrote {args.out} ({time.perf_counter() - start_time:.1f} s)")
 
 

@@ -18,12 +18,11 @@ Writes tstar_null.csv, tstar_seeds.csv and tstar_eps.csv under --out and prints 
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_setup import qm9_training_blocks
+from bench_setup import qm9_training_blocks, write_rows
 
 from gaga.gaussianity import FEATURES, POSITIONS, GaussianitySettings, find_t_star
 from gaga.gaussianity.blocks import SizeGroups
@@ -38,10 +37,7 @@ EPS_DEP = (0.005, 0.01, 0.02, 0.04)
 
 
 def write(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, path)
     print(f"wrote {path}")
 
 
