@@ -72,14 +72,21 @@ def load_model(
 ):
     """The model of a gaga checkpoint (see `read_checkpoint`), rebuilt from its class (`backbone_target`) and
     stored hyperparameters."""
-    from gaga.models.build import build
+    from gaga.models.build import UntrustedTargetError, build, check_targets, only_gaga_targets
 
     checkpoint = read_checkpoint(path, backbone, dataset)
     hparams = checkpoint["hyper_parameters"]
     target = checkpoint.get("backbone_target") or LEGACY_BACKBONE_TARGETS.get(hparams.get("backbone"))
     if not isinstance(target, str) or not target.startswith("gaga.models."):
         raise CheckpointError(f"{path}: names no gaga backbone class (backbone_target={target!r})")
-    model = build({"_target_": target, **hparams})
+    with only_gaga_targets(str(path)):
+        try:
+            check_targets(hparams, str(path))
+            model = build({"_target_": target, **hparams})
+        except UntrustedTargetError as error:
+            raise CheckpointError(str(error)) from None
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{path}: its hyper_parameters do not describe a gaga model: {error}") from None
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:

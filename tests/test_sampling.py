@@ -86,6 +86,32 @@ def test_checkpoint_errors(checkpoint, tmp_path):
         load_model(tmp_path / "future.ckpt")
 
 
+@pytest.mark.parametrize(
+    "key, target",
+    [
+        ("schedule", "subprocess.getoutput"),  # outside gaga: refused before import
+        ("net", "gaga.models.build.importlib"),  # a module imported by gaga, not a gaga callable
+        ("schedule", "gaga.diffusion.forward.scatter"),  # reached through a gaga module, defined elsewhere
+    ],
+)
+def test_plain_data_checkpoint_naming_outside_code_runs_nothing(checkpoint, tmp_path, key, target):
+    """A checkpoint of plain data passes torch.load(weights_only=True); its nested `_target_` entries must not run."""
+    path, _ = checkpoint
+    attack = torch.load(path, weights_only=True)
+    proof = tmp_path / "ran"
+    if "getoutput" in target:
+        attack["hyper_parameters"][key] = {"_target_": target, "cmd": f"touch {proof}"}
+    else:
+        attack["hyper_parameters"][key] = {"_target_": target, "name": str(proof)}
+    torch.save(attack, tmp_path / "attack.ckpt")
+    assert torch.load(tmp_path / "attack.ckpt", weights_only=True)  # plain data: the unpickler lets it through
+    with pytest.raises(CheckpointError, match=r"attack\.ckpt: .*refused") as refused:
+        load_model(tmp_path / "attack.ckpt")
+    assert not proof.exists()
+    if "getoutput" in target:
+        assert f"{key}._target_ = 'subprocess.getoutput'" in str(refused.value)
+
+
 def test_sample_py_on_a_text_file_says_so_in_one_line(tmp_path):
     cfg = compose("sample", [f"ckpt={REPO_ROOT / 'README.md'}"], output_dir=str(tmp_path))
     with pytest.raises(SystemExit) as stop:

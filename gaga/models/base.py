@@ -384,8 +384,10 @@ class DiffusionBackbone(pl.LightningModule):
                 torch._foreach_lerp_(list(averaged), list(current), 1.0 - self.hparams.ema_decay)
 
     def configure_optimizers(self):
-        """The optimiser of `optimizer` (a `_target_` config, `_partial_` in Hydra's sense) over trainable weights."""
-        return build({**DEFAULT_OPTIMIZER, **(self.hparams.optimizer or {})}, params=self.trainable_parameters())
+        """The optimiser of `optimizer` (a `_target_` config, `_partial_: true`: completed here with the trainable
+        weights) over trainable weights."""
+        config = {**DEFAULT_OPTIMIZER, **(self.hparams.optimizer or {}), "_partial_": True}
+        return build(config)(self.trainable_parameters())
 
     # --- evaluation ---------------------------------------------------------------------------------
 
