@@ -30,6 +30,9 @@ if not OmegaConf.has_resolver("gaga_root"):
     OmegaConf.register_new_resolver("gaga_root", root_dir)
 if not OmegaConf.has_resolver("gaga_data"):
     OmegaConf.register_new_resolver("gaga_data", lambda: str(DATA_DIR))
+# gaga.features=centred|kept -> backbone.zero_mean_features (one setting decides both)
+if not OmegaConf.has_resolver("gaga_centres_features"):
+    OmegaConf.register_new_resolver("gaga_centres_features", lambda features: features == "centred")
 
 
 def compose(

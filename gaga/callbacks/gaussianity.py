@@ -30,6 +30,8 @@ from gaga.gaussianity.choice import choose_variance
 
 log = logging.getLogger(__name__)
 
+FEATURE_CHOICES = ("centred", "kept")
+
 
 class GaussianityCallback(pl.Callback):
     """Sets the module's truncation (training range {0..T*}, sampling start T*, start Gaussian's v_hat).
@@ -39,18 +41,29 @@ class GaussianityCallback(pl.Callback):
             (the full trajectory: plain EDM).
         cache_dir: where evaluations are cached (keyed by data, schedule and settings); None disables the cache.
         out_dir: where this run's curves (CSV, JSON) and plot (PNG) are written.
+        features: "centred" (the paper and its reference code: atom features zero-meaned per molecule, mu_t = 0) or
+            "kept" (EDM's features as they are; their closed form carries the data's per-column mean).
         **settings: `gaga.gaussianity.GaussianitySettings` fields (mode, eps_dep, eps_ds, ...).
     """
 
     def __init__(
-        self, t_star: str | int = "auto", cache_dir: str | None = None, out_dir: str | None = None, **settings
+        self,
+        t_star: str | int = "auto",
+        cache_dir: str | None = None,
+        out_dir: str | None = None,
+        features: str = "centred",
+        **settings,
     ):
         if not (t_star in ("auto", "off") or (isinstance(t_star, int) and t_star > 0)):
             raise ValueError(
                 f"gaga.t_star must be auto, off or a positive step number, got {t_star!r} (quote 'off' in YAML)"
             )
+        if features not in FEATURE_CHOICES:
+            raise ValueError(f"gaga.features={features!r}; use one of {FEATURE_CHOICES}")
         self.t_star = t_star
-        self.settings = GaussianitySettings.from_dict(settings)
+        self.features = features
+        kept = (FEATURES,) if features == "kept" else ()
+        self.settings = GaussianitySettings.from_dict({**settings, "kept_blocks": kept})
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.out_dir = Path(out_dir) if out_dir else None
         self.result: TStarResult | None = None
@@ -63,7 +76,7 @@ class GaussianityCallback(pl.Callback):
             pl_module.set_truncation(None)
             log.info("GAGA off: training and sampling on the full trajectory (T=%d)", pl_module.schedule.timesteps)
             return
-        pl_module.check_truncatable()
+        pl_module.check_truncatable(self.features)
         self.pending = True
         if pl_module.gaussianity_ready:
             self._truncate(trainer, pl_module)
@@ -86,8 +99,9 @@ class GaussianityCallback(pl.Callback):
         pl_module.set_truncation(truncation)
         self.pending = False
         timesteps = pl_module.schedule.timesteps
-        v_hat = ", ".join(f"{block} {value:.4g}" for block, value in truncation["v_hat"].items())
-        self._say(f"GAGA: T* = {truncation['t_star']} of T = {timesteps}, v_hat: {v_hat}")
+        v_hat = ", ".join(f"{block} {_numbers(value)}" for block, value in truncation["v_hat"].items())
+        kept = f", feature mean {_numbers(truncation['mean']['h'])} (kept)" if "mean" in truncation else ""
+        self._say(f"GAGA: T* = {truncation['t_star']} of T = {timesteps}, v_hat: {v_hat}{kept}")
 
     @staticmethod
     def _say(message: str) -> None:
@@ -109,7 +123,8 @@ class GaussianityCallback(pl.Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
             if isinstance(logger, WandbLogger):
                 run = logger.experiment
-                run.summary.update({**metrics, **{f"gaga/v_hat.{k}": float(v) for k, v in gaga["v_hat"].items()}})
+                v_hat = {f"gaga/v_hat.{k}": v for k, v in gaga["v_hat"].items()}
+                run.summary.update({**metrics, **v_hat})
                 run.tags = (*run.tags, f"T*={gaga['t_star']}")
                 self._send_curves(run)
 
@@ -138,12 +153,19 @@ class GaussianityCallback(pl.Callback):
             self.evaluate(datamodule, pl_module)
             t_star = self.result.truncation_step(pl_module.schedule.timesteps)
             start = self.result.summary["start_v_hat"]
+            mean = self.result.variance.get("mean", {})
         else:
             t_star = int(self.t_star)
             blocks, offsets = pl_module.gaussianity_data(datamodule.ordered_loader("train"), progress=interactive())
-            _, start = choose_variance(blocks, offsets, settings.variance_choice, settings.zero_com_blocks)
-        v_hat = {key: float(start[block]) for key, block in (("pos", POSITIONS), ("h", FEATURES))}
-        return {"t_star": t_star, "v_hat": v_hat}
+            estimate, start = choose_variance(
+                blocks, offsets, settings.variance_choice, settings.zero_com_blocks, settings.kept_blocks
+            )
+            mean = estimate.mean
+        v_hat = {key: start[block] for key, block in (("pos", POSITIONS), ("h", FEATURES))}
+        truncation = {"t_star": t_star, "v_hat": v_hat}
+        if FEATURES in mean:
+            truncation["mean"] = {"h": list(mean[FEATURES])}
+        return truncation
 
     @staticmethod
     def _cache_key(data_identity: dict, model_identity: dict, settings: GaussianitySettings) -> str:
@@ -207,3 +229,10 @@ class GaussianityCallback(pl.Callback):
         if self.out_dir is not None and (self.out_dir / "tstar.png").exists():
             payload["gaga/tstar_plot"] = wandb.Image(str(self.out_dir / "tstar.png"))
         run.log(payload)
+
+
+def _numbers(value) -> str:
+    """A v_hat or mean for one line: one number, or a bracketed list for per-column values."""
+    if isinstance(value, list | tuple):
+        return "[" + " ".join(f"{v:.3g}" for v in value) + "]"
+    return f"{value:.4g}"

@@ -145,17 +145,19 @@ def ode_nll(
     batch: torch.Tensor,
     num_graphs: int,
     t_end: float,
-    prior_variance: tuple[float, float],
+    prior_variance: tuple[float, float | torch.Tensor],
     zero_mean_features: bool,
     steps: int = 20,
     generator: torch.Generator | None = None,
+    prior_feature_mean: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """-log p(x, h) per molecule [B] by the instantaneous change of variables, in nats.
 
     Integrates x from 0 to t_end with `steps` Euler steps, accumulating div v by Hutchinson's estimator (one
     Gaussian probe in the zero-mean subspaces, shared by the steps), and scores the end point under the closed-form
     Gaussian N(0, prior_variance) there (GAGA's start at T*, or N(0, I) at t = 1). Densities live on the
-    (N-1)*3-dimensional zero-CoM subspace (and (N-1)*F for zero-meaned features).
+    (N-1)*3-dimensional zero-CoM subspace (and (N-1)*F for zero-meaned features). Features that keep their mean
+    (`prior_feature_mean` [F]) are scored per column under N(prior_feature_mean, prior_variance[1]).
     """
     probe_pos, probe_h = sample_noise(pos, h, batch, num_graphs, zero_mean_features, generator)
     divergence = torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device)
@@ -177,10 +179,14 @@ def ode_nll(
             h = remove_mean(h, batch, num_graphs)
     num_atoms = torch.bincount(batch, minlength=num_graphs)
     log_prior = torch.zeros_like(divergence)
-    for block, variance, dims in (
-        (pos, prior_variance[0], (num_atoms - 1) * pos.shape[1]),
-        (h, prior_variance[1], (num_atoms - int(zero_mean_features)) * h.shape[1]),
-    ):
+    blocks = [(pos, prior_variance[0], (num_atoms - 1) * pos.shape[1])]
+    if prior_feature_mean is None:
+        blocks.append((h, prior_variance[1], (num_atoms - int(zero_mean_features)) * h.shape[1]))
+    else:
+        variance_h = torch.as_tensor(prior_variance[1], dtype=h.dtype, device=h.device).expand(h.shape[1])
+        log_density = -0.5 * (h - prior_feature_mean) ** 2 / variance_h - 0.5 * torch.log(2 * math.pi * variance_h)
+        log_prior = log_prior + per_molecule_sum(log_density, batch, num_graphs)
+    for block, variance, dims in blocks:
         log_prior = log_prior - 0.5 * per_molecule_sum(block**2, batch, num_graphs) / variance
         log_prior = log_prior - 0.5 * dims * math.log(2 * math.pi * variance)
     return -(log_prior + divergence)

@@ -200,6 +200,15 @@ def gaussian_kl(mean_sq_norm: torch.Tensor, dims: torch.Tensor, q_sigma: torch.T
     return dims * torch.log(p_sigma / q_sigma) + 0.5 * (dims * q_sigma**2 + mean_sq_norm) / p_sigma**2 - 0.5 * dims
 
 
+def gaussian_kl_per_entry(
+    mean_q: torch.Tensor, q_sigma: torch.Tensor, mean_p: torch.Tensor, p_variance: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mean_q, q_sigma^2) || N(mean_p, p_variance)) of each entry: [N, F] for mean_q [N, F], q_sigma [N, 1],
+    and a per-column prior mean_p, p_variance [F]."""
+    q_variance = q_sigma**2
+    return 0.5 * (torch.log(p_variance / q_variance) + (q_variance + (mean_q - mean_p) ** 2) / p_variance - 1.0)
+
+
 def log_prob_num_atoms(num_atoms_hist: dict[int, int], num_atoms: torch.Tensor) -> torch.Tensor:
     """EDM's log p(N) from the training split's histogram {N: count}; log(1e-30) for unseen sizes."""
     largest = max(max(num_atoms_hist), int(num_atoms.max()))
@@ -222,9 +231,10 @@ def nll_estimate(
     feature_nll: FeatureLikelihood,
     t: torch.Tensor | None = None,
     t_max: int | None = None,
-    prior_variance: float | tuple[float, float] = 1.0,
+    prior_variance: float | tuple[float, float | torch.Tensor] = 1.0,
     zero_mean_features: bool = False,
     generator: torch.Generator | None = None,
+    prior_feature_mean: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """EDM's unbiased estimate of -log p(x, h, N) in nats per molecule (its validation/test NLL); two net calls.
 
@@ -236,7 +246,9 @@ def nll_estimate(
     prior_variance I) at T*; a pair gives (coordinates, features) their own variance) the same sum is a
     bound for the truncated model; the defaults give EDM's.
     With `zero_mean_features` the feature part of the prior KL lives on the (N-1)*F-dimensional zero-mean
-    subspace, like the noise.
+    subspace, like the noise. With `prior_feature_mean` [F] (features that keep their mean, gaga.features=kept)
+    the features' prior is N(prior_feature_mean, prior_variance[1]) per column ([F] or one value), and its KL is
+    summed entry by entry.
     Returns every term per molecule [B] under its name, and their sum as "nll".
     """
     t_max = schedule.timesteps if t_max is None else t_max
@@ -267,9 +279,15 @@ def nll_estimate(
     kl_pos = gaussian_kl(
         alpha2_end * per_molecule_sum(pos**2, batch, num_graphs), pos_dims, sigma_end, math.sqrt(variance_pos)
     )
-    kl_h = gaussian_kl(
-        alpha2_end * per_molecule_sum(h_prior**2, batch, num_graphs), h_dims, sigma_end, math.sqrt(variance_h)
-    )
+    if prior_feature_mean is None:
+        kl_h = gaussian_kl(
+            alpha2_end * per_molecule_sum(h_prior**2, batch, num_graphs), h_dims, sigma_end, math.sqrt(variance_h)
+        )
+    else:
+        variance_h = torch.as_tensor(variance_h, dtype=h.dtype, device=h.device).expand(h.shape[1])
+        mean_q = alpha2_end.sqrt()[batch, None] * h_prior
+        kl = gaussian_kl_per_entry(mean_q, sigma_end[batch, None], prior_feature_mean.to(h.dtype), variance_h)
+        kl_h = per_molecule_sum(kl, batch, num_graphs)
     terms = {
         "kl_prior": kl_pos + kl_h,
         "diffusion": t_max * 0.5 * snr_ratio_minus_one * error,

@@ -4,7 +4,7 @@ Plain numpy/torch; `find_t_star` is the entry point, `sample_reference_gaussian`
 """
 
 from gaga.gaussianity.blocks import FEATURES, POSITIONS, center_per_molecule, molecule_blocks
-from gaga.gaussianity.closed_form import marginal_moments, marginal_variance, reference_std, sample_reference_gaussian
+from gaga.gaussianity.closed_form import marginal_mean, marginal_variance, reference_std, sample_reference_gaussian
 from gaga.gaussianity.functional import functional_along_t, gaussianity_functional
 from gaga.gaussianity.result import TStarResult
 from gaga.gaussianity.tstar import GaussianitySettings, find_t_star
@@ -12,6 +12,6 @@ from gaga.gaussianity.variance import VarianceEstimate, estimate_variance
 
 __all__ = [
     "FEATURES", "POSITIONS", "GaussianitySettings", "TStarResult", "VarianceEstimate", "center_per_molecule",
-    "estimate_variance", "find_t_star", "functional_along_t", "gaussianity_functional", "marginal_moments",
+    "estimate_variance", "find_t_star", "functional_along_t", "gaussianity_functional", "marginal_mean",
     "marginal_variance", "molecule_blocks", "reference_std", "sample_reference_gaussian",
 ]

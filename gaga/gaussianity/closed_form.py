@@ -1,7 +1,9 @@
-"""Closed-form Gaussian marginals of the VP forward process on zero-meaned molecule data, and their sampler.
+"""Closed-form Gaussian marginals of the VP forward process on molecule data, and their sampler.
 
-mu_t = 0 (zero-mean preprocessing) and v_t = alpha_bar_t v_hat + (1 - alpha_bar_t) noise per component; with
-unit noise this is the paper's v_t = 1 - alpha_bar_t (1 - v_hat). GAGA replaces x_T* by a draw from N(0, v_T*).
+Zero-meaned blocks (the paper): mu_t = 0 and v_t = alpha_bar_t v_hat + (1 - alpha_bar_t) noise per component; with
+unit noise this is the paper's v_t = 1 - alpha_bar_t (1 - v_hat). Blocks that keep their mean (gaga.features=kept):
+per column j, mu_t,j = sqrt(alpha_bar_t) m_j and v_t,j = alpha_bar_t v_j + (1 - alpha_bar_t) (VarianceEstimate.mean).
+GAGA replaces x_T* by a draw from N(mu_T*, v_T*).
 """
 
 from __future__ import annotations
@@ -14,20 +16,28 @@ from gaga.gaussianity.variance import VarianceEstimate
 
 
 def marginal_variance(estimate: VarianceEstimate, alpha_bar_t) -> dict[str, np.ndarray | float]:
-    """v_t per component (scalar or array like `alpha_bar_t`): alpha_bar_t * v_hat + (1 - alpha_bar_t) * noise."""
+    """v_t per component: alpha_bar_t * v_hat + (1 - alpha_bar_t) * noise, shaped alpha_bar_t's shape followed by
+    the component's columns (none for a scalar v_hat; one per column for a block that keeps its mean)."""
     alpha_bar_t = np.asarray(alpha_bar_t, dtype=np.float64)
-    return {name: alpha_bar_t * v + (1.0 - alpha_bar_t) * estimate.noise[name] for name, v in estimate.data.items()}
+    variances = {}
+    for name, v in estimate.data.items():
+        v = np.asarray(v, dtype=np.float64)
+        a = alpha_bar_t.reshape(alpha_bar_t.shape + (1,) * v.ndim)
+        variances[name] = a * v + (1.0 - a) * estimate.noise[name]
+    return variances
 
 
-def marginal_moments(estimate: VarianceEstimate, alpha_bar_t: float) -> dict[str, tuple[float, float]]:
-    """(mu_t, v_t) per component at one step; mu_t is 0 because every block is zero-meaned per molecule."""
-    return {name: (0.0, float(v)) for name, v in marginal_variance(estimate, alpha_bar_t).items()}
+def marginal_mean(estimate: VarianceEstimate, block: str, alpha_bar_t: float) -> np.ndarray | float:
+    """mu_t of `block` at one step: sqrt(alpha_bar_t) times the data's column mean (0 for zero-meaned blocks)."""
+    if block not in estimate.mean:
+        return 0.0
+    return np.sqrt(alpha_bar_t) * np.asarray(estimate.mean[block], dtype=np.float64)
 
 
-def reference_std(estimate: VarianceEstimate, alpha_bar_t: float) -> dict[str, float]:
+def reference_std(estimate: VarianceEstimate, alpha_bar_t: float) -> dict[str, np.ndarray | float]:
     """Per-component scale s of the reference sampler: s^2 = v_t / noise (see sample_reference_gaussian)."""
     variance = marginal_variance(estimate, alpha_bar_t)
-    return {name: float(np.sqrt(v / estimate.noise[name])) for name, v in variance.items()}
+    return {name: np.sqrt(v / estimate.noise[name]) for name, v in variance.items()}
 
 
 def sample_reference_gaussian(batch: torch.Tensor, widths: dict[str, int], estimate: VarianceEstimate,
@@ -40,6 +50,7 @@ def sample_reference_gaussian(batch: torch.Tensor, widths: dict[str, int], estim
     and the per-entry variance is s_c^2 (N - 1) / N; either way the estimator behind `estimate` has expectation
     v_t on these samples (exactly for free blocks; for zero-CoM blocks when molecule sizes follow the data).
     With a reference_rms estimate (noise 1) this is QuJX/GAGA's sampler: zero-CoM noise * sqrt(alpha^2 v + sigma^2).
+    A block that keeps its mean gets its per-column scale and the mean sqrt(alpha_bar_t) m (`marginal_mean`).
     """
     batch = batch.long()
     num_molecules = int(batch.max()) + 1 if num_molecules is None else num_molecules
@@ -55,5 +66,7 @@ def sample_reference_gaussian(batch: torch.Tensor, widths: dict[str, int], estim
         if name in zero_com_blocks:
             means = torch.zeros(num_molecules, width, dtype=dtype, device=batch.device).index_add_(0, batch, eps)
             eps = eps - (means / counts)[batch]
-        parts.append(eps * scales[estimate.component(name)])
+        scale = torch.as_tensor(scales[estimate.component(name)], dtype=dtype, device=batch.device)
+        mean = torch.as_tensor(marginal_mean(estimate, name, alpha_bar_t), dtype=dtype, device=batch.device)
+        parts.append(eps * scale + mean if name in estimate.mean else eps * scale)
     return torch.cat(parts, dim=1)

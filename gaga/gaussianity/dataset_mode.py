@@ -61,9 +61,10 @@ class DatasetSample:
     def noised(self, block: str, alpha_bar_t: float) -> np.ndarray:
         return np.sqrt(alpha_bar_t) * self.x0[block] + np.sqrt(1.0 - alpha_bar_t) * self.noise[block]
 
-    def ks_distance(self, block: str, alpha_bar_t: float, variance_t: float) -> float:
-        """D_t: mean over columns of the KS distance to N(0, v_t)."""
-        return float(ks_statistic(self.noised(block, alpha_bar_t).T, 0.0, np.sqrt(variance_t)).mean())
+    def ks_distance(self, block: str, alpha_bar_t: float, variance_t) -> float:
+        """D_t: mean over columns of the KS distance to N(0, v_t); v_t is one value or one per column."""
+        scale = np.sqrt(np.asarray(variance_t, dtype=np.float64)).reshape(-1, 1)
+        return float(ks_statistic(self.noised(block, alpha_bar_t).T, 0.0, scale).mean())
 
     def dependence(self, block: str, alpha_bar_t: float, k: int, workers: int = 1) -> float:
         """Dep: mean of the column-pair and atom-pair KSG MI averages (samples are molecules)."""

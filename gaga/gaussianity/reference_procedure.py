@@ -30,14 +30,15 @@ def criteria_of(blocks) -> dict[str, tuple[str, ...]]:
     return criteria
 
 
-def run_test(test: str, z: np.ndarray, variance: float, k: int, alpha: float, mi_threshold: float,
+def run_test(test: str, z: np.ndarray, variance, k: int, alpha: float, mi_threshold: float,
              dtype=np.float64) -> np.ndarray:
     """Pass flags of one test for a block z [molecules, N, F] of equal-size molecules, as the reference computes it.
 
-    z is standardised with the expected variance, then "ks": one-sample KS of the N*F entries against N(0, 1),
-    pass p > alpha; "mi_columns": mean KSG MI over the reference's 2N seeded random column pairs (samples: the N
-    atoms); "mi_atoms": the same on the transpose (pairs of atoms, samples: the F columns); MI passes below
-    mi_threshold. `dtype` is the precision of the k-NN distance comparisons (see mutual_info).
+    z is standardised with the expected variance (one value, or one per column [F]), then "ks": one-sample KS of
+    the N*F entries against N(0, 1), pass p > alpha; "mi_columns": mean KSG MI over the reference's 2N seeded random
+    column pairs (samples: the N atoms); "mi_atoms": the same on the transpose (pairs of atoms, samples: the F
+    columns); MI passes below mi_threshold. `dtype` is the precision of the k-NN distance comparisons (see
+    mutual_info).
     """
     molecules, n_atoms, width = z.shape
     standardised = z / np.sqrt(variance)
@@ -66,7 +67,10 @@ class PerMoleculePlan:
         self.grid = np.asarray(grid)
         alpha_bar_grid = np.asarray(alpha_bar, dtype=np.float64)[self.grid]
         self.alpha, self.sigma = np.sqrt(alpha_bar_grid), np.sqrt(1.0 - alpha_bar_grid)
-        self.variance = {block: np.broadcast_to(v, self.grid.shape) for block, v in variance_by_block.items()}
+        # per grid step: one value, or one per column for a block that keeps its mean
+        self.variance = {
+            block: np.broadcast_to(v, self.grid.shape + np.shape(v)[1:]) for block, v in variance_by_block.items()
+        }
         self.k, self.alpha_level, self.mi_threshold = k, alpha_level, mi_threshold
         self.zero_com_blocks, self.dtype = tuple(zero_com_blocks), dtype
         self.criteria = criteria_of(variance_by_block)

@@ -18,7 +18,7 @@ from gaga.gaussianity.dataset_mode import DatasetSample, dependence_null, first_
 from gaga.gaussianity.functional import functional_along_t
 from gaga.gaussianity.reference_procedure import NOT_REACHED, OVERALL, PerMoleculePlan, first_passing_steps
 from gaga.gaussianity.result import TStarResult
-from gaga.gaussianity.variance import VarianceEstimate
+from gaga.gaussianity.variance import VarianceEstimate, centre_kept_blocks
 
 MODES = ("dataset", "per_molecule")
 DEFAULT_K = 3
@@ -42,7 +42,11 @@ class GaussianitySettings:
     the paper's literal first t below (dataset_mode.first_below). dep_null_draws=0 and t_id_rule="first" is the
     paper's rule exactly.
     zero_com_blocks: the blocks whose forward noise is projected to zero mean per molecule; the callback sets it from
-    the model (`DiffusionBackbone.zero_mean_blocks`: both blocks under GAGA), so the evaluator noises as the model.
+    the model (`DiffusionBackbone.zero_mean_blocks`: both blocks under gaga.features=centred), so the evaluator
+    noises as the model.
+    kept_blocks: blocks that keep their mean (gaga.features=kept: the atom features): each column is tested against
+    N(sqrt(alpha_bar_t) m_j, alpha_bar_t v_j + 1 - alpha_bar_t) with the data's column mean m_j and variance v_j
+    (variance "exact" only).
     """
 
     mode: str = "dataset"
@@ -53,6 +57,7 @@ class GaussianitySettings:
     grid_step: int = 50
     tested_blocks: tuple[str, ...] | None = None
     zero_com_blocks: tuple[str, ...] = (POSITIONS,)
+    kept_blocks: tuple[str, ...] = ()
     variance: str = "auto"
     k_neighbors: dict[str, int] = field(default_factory=lambda: {POSITIONS: 2, FEATURES: 3})
     dataset_molecules: int = 5000
@@ -87,6 +92,17 @@ class GaussianitySettings:
         for name in ("eps_dep", "eps_ds", "alpha", "mi_threshold", "grid_step", "dataset_molecules", "workers"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"gaussianity settings: {name} must be > 0, got {getattr(self, name)}")
+        if set(self.kept_blocks) & set(self.zero_com_blocks):
+            raise ValueError(
+                f"gaussianity settings: blocks {sorted(set(self.kept_blocks) & set(self.zero_com_blocks))} cannot "
+                "both keep their mean and have zero-mean noise; gaga.features=kept needs "
+                "backbone.zero_mean_features=false"
+            )
+        if self.kept_blocks and self.variance_choice != "exact":
+            raise ValueError(
+                f"gaga.variance={self.variance_choice} describes zero-meaned features only; with gaga.features=kept "
+                "use gaga.variance=exact (the features' per-column mean and variance)"
+            )
         if not 0 < self.quantile < 1:
             raise ValueError(f"gaussianity settings: quantile must be in (0, 1), got {self.quantile}")
         if not 0 < self.dep_null_quantile <= 1 or self.dep_null_draws < 0:
@@ -155,7 +171,7 @@ def _dataset_mode(blocks, offsets, alpha_bar, variance, settings, grid, rng, pro
         def evaluate(t: int) -> float:
             cache = values.setdefault(f"{kind}:{block}", {})
             if t not in cache:
-                v_t = float(marginal_variance(variance, alpha_bar[t])[variance.component(block)])
+                v_t = marginal_variance(variance, alpha_bar[t])[variance.component(block)]
                 cache[t] = (
                     sample.ks_distance(block, alpha_bar[t], v_t)
                     if kind == "D"
@@ -280,9 +296,12 @@ def find_t_star(
     if missing:
         raise ValueError(f"gaussianity settings: tested_blocks {missing} are not among the blocks {sorted(blocks)}")
     if variance is None:
-        variance, start = choose_variance(blocks, offsets, settings.variance_choice, settings.zero_com_blocks)
+        variance, start = choose_variance(
+            blocks, offsets, settings.variance_choice, settings.zero_com_blocks, settings.kept_blocks
+        )
     else:
-        start = {b: variance.data[variance.component(b)] / variance.noise[variance.component(b)] for b in blocks}
+        start = {b: variance.start_v_hat(b) for b in blocks}
+    blocks = centre_kept_blocks(blocks, variance)  # kept blocks then have mean 0 at every t
     grid = _grid(settings, len(alpha_bar) - 1)
     rng = np.random.default_rng(settings.seed)
     run = _dataset_mode if settings.mode == "dataset" else _per_molecule_mode
@@ -312,6 +331,7 @@ def _variance_and_functional_curves(blocks, offsets, alpha_bar, variance, settin
     curves = {}
     for block, values in blocks.items():
         v_t = marginal_variance(variance, alpha_bar[steps])[variance.component(block)]
+        v_t = v_t.reshape(len(steps), -1).mean(axis=1)  # a block that keeps its mean: the mean over its columns
         curves[f"v:{block}"] = [float(v) for v in v_t]
         h_t = functional_along_t(
             values[rows],

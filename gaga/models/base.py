@@ -34,7 +34,14 @@ from gaga.diffusion.forward import Normalizer, remove_mean
 from gaga.diffusion.losses import l2_loss, log_prob_num_atoms, nll_estimate
 from gaga.diffusion.samplers import FinalState, SamplerOutput, ancestral_sample, ddim_sample
 from gaga.diffusion.schedules import NoiseSchedule
-from gaga.gaussianity import FEATURES, POSITIONS, VarianceEstimate, marginal_variance, sample_reference_gaussian
+from gaga.gaussianity import (
+    FEATURES,
+    POSITIONS,
+    VarianceEstimate,
+    marginal_mean,
+    marginal_variance,
+    sample_reference_gaussian,
+)
 from gaga.models.build import build
 from gaga.nn.graph import float32
 
@@ -195,12 +202,24 @@ class DiffusionBackbone(pl.LightningModule):
         """The reverse chain's final state -> molecules (Angstrom coordinates, atom-type indices)."""
         raise NotImplementedError
 
-    def check_truncatable(self) -> None:
-        """ValueError saying what to change when GAGA's closed form does not hold for this model."""
+    def check_truncatable(self, features: str = "centred") -> None:
+        """ValueError saying what to change when GAGA's closed form does not hold for this model.
+
+        `features` is gaga.features: "centred" (the paper: zero-meaned features, mu_t = 0; no charges column) or
+        "kept" (features as the backbone has them, every column with its own closed-form mean and variance).
+        """
+        if features == "kept":
+            if self.hparams.zero_mean_features:
+                raise ValueError(
+                    "gaga.features=kept keeps the features' mean: set backbone.zero_mean_features=false "
+                    "(the gaga= configs set it from gaga.features)"
+                )
+            return
         if not self.hparams.zero_mean_features:
             raise ValueError(
                 "GAGA's closed form needs features zero-meaned per molecule (mu_t = 0): set "
-                "backbone.zero_mean_features=true (the GAGA reference code's setting), or gaga.t_star=off"
+                "backbone.zero_mean_features=true (the GAGA reference code's setting), gaga.features=kept "
+                "(the features' own mean in the closed form), or gaga.t_star=off"
             )
         if self.diffuses_atom_features and self.normalizer.include_charges:
             raise ValueError(
@@ -233,23 +252,32 @@ class DiffusionBackbone(pl.LightningModule):
     def set_truncation(self, gaga: dict | None) -> None:
         """Train on {0..T*} and sample from GAGA's closed-form Gaussian at T*; None restores the full trajectory.
 
-        `gaga = {"t_star": int, "v_hat": {"pos": float, "h": float}}`, with v_hat the data variance per
-        degree of freedom of the noise (so v_hat = 1 gives EDM's standard-normal prior at every step).
+        `gaga = {"t_star": int, "v_hat": {"pos": float, "h": float | [float]}, "mean": {"h": [float]}}`, with v_hat
+        the data variance per degree of freedom of the noise (so v_hat = 1 gives EDM's standard-normal prior at every
+        step). "mean" is present for features that keep their mean (gaga.features=kept): their per-column data mean
+        m, with v_hat["h"] the per-column variance about it; the closed form is then N(sqrt(alpha_bar_t) m, v_t).
         """
         timesteps = self.schedule.timesteps
         t_star = int(gaga["t_star"]) if gaga else timesteps
         if not 1 <= t_star <= timesteps:
             raise ValueError(f"T* must lie in 1..{timesteps} (the schedule's T), got {t_star}")
         v_hat = (gaga or {}).get("v_hat") or {}
-        self.v_hat = {"pos": float(v_hat.get("pos", 1.0)), "h": float(v_hat.get("h", 1.0))}
+        feature_mean = ((gaga or {}).get("mean") or {}).get("h")
+        self.v_hat = {"pos": float(v_hat.get("pos", 1.0)), "h": _per_column(v_hat.get("h", 1.0))}
+        self.feature_mean = None if feature_mean is None else [float(m) for m in feature_mean]
         self.t_max = self.sampling_start = t_star
-        self.hparams["gaga"] = {"t_star": t_star, "v_hat": dict(self.v_hat)} if gaga else None
+        record = {"t_star": t_star, "v_hat": dict(self.v_hat)}
+        if self.feature_mean is not None:
+            record["mean"] = {"h": list(self.feature_mean)}
+        self.hparams["gaga"] = record if gaga else None
 
     @property
     def variance_estimate(self) -> VarianceEstimate:
-        """v_hat per block in units of the model's own noise (whose variance is therefore 1)."""
+        """v_hat per block in units of the model's own noise (whose variance is therefore 1), and the features'
+        column mean when they keep it."""
         data = {POSITIONS: self.v_hat["pos"], FEATURES: self.v_hat["h"]}
-        return VarianceEstimate("checkpoint", True, data, {POSITIONS: 1.0, FEATURES: 1.0})
+        mean = {} if self.feature_mean is None else {FEATURES: list(self.feature_mean)}
+        return VarianceEstimate("checkpoint", True, data, {POSITIONS: 1.0, FEATURES: 1.0}, mean)
 
     def alpha_bar(self, t: int) -> float:
         return float(self.schedule.alpha2(torch.tensor(t)))
@@ -258,11 +286,21 @@ class DiffusionBackbone(pl.LightningModule):
         """s_t with z_t = s_t (sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps): 1 for variance-preserving paths."""
         return 1.0
 
-    def start_variance(self, t: int) -> tuple[float, float]:
-        """GAGA's closed-form variance of z_t for (positions, features): s_t^2 (1 - alpha_bar_t (1 - v_hat))."""
+    def start_variance(self, t: int) -> tuple[float, float | torch.Tensor]:
+        """GAGA's closed-form variance of z_t for (positions, features): s_t^2 (1 - alpha_bar_t (1 - v_hat)); per
+        column (a tensor [F]) for features that keep their mean."""
         variance = marginal_variance(self.variance_estimate, self.alpha_bar(t))
         scale2 = self.path_scale(t) ** 2
-        return float(variance[POSITIONS]) * scale2, float(variance[FEATURES]) * scale2
+        features = variance[FEATURES] * scale2
+        features = float(features) if np.ndim(features) == 0 else torch.as_tensor(features, device=self.device)
+        return float(variance[POSITIONS]) * scale2, features
+
+    def start_feature_mean(self, t: int) -> torch.Tensor | None:
+        """The closed-form mean of the features of z_t, s_t sqrt(alpha_bar_t) m [F] (None: zero-meaned features)."""
+        if self.feature_mean is None:
+            return None
+        mean = marginal_mean(self.variance_estimate, FEATURES, self.alpha_bar(t)) * self.path_scale(t)
+        return torch.as_tensor(mean, dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
     def gaussianity_data(self, loader, progress: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -421,6 +459,7 @@ class DiffusionBackbone(pl.LightningModule):
             self.feature_nll,
             t_max=self.t_max,
             prior_variance=self.start_variance(self.t_max),
+            prior_feature_mean=self.start_feature_mean(self.t_max),
             zero_mean_features=self.hparams.zero_mean_features,
             generator=generator,
         )
@@ -469,8 +508,9 @@ class DiffusionBackbone(pl.LightningModule):
         """Molecules of the given sizes: (sampler output, per-atom molecule index).
 
         Starts at step `start` (default: T* for a GAGA model, T otherwise) from the closed-form Gaussian
-        N(0, v_start) (`start_variance`; the standard normal for a model trained without GAGA), with the
-        zero-mean blocks projected, runs `reverse` to 0 and decodes with the backbone's `decode`.
+        N(mu_start, v_start) (`start_variance`, `start_feature_mean`; the standard normal for a model trained
+        without GAGA), with the zero-mean blocks projected, runs `reverse` to 0 and decodes with the backbone's
+        `decode`.
         """
         sampler = self.samplers[0] if sampler == "auto" else sampler
         if sampler not in self.samplers:
@@ -555,6 +595,13 @@ def weights_digest(module: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def _per_column(value) -> float | list[float]:
+    """A v_hat as stored: one float, or a list of floats (one per column)."""
+    if isinstance(value, list | tuple) or type(value).__name__ == "ListConfig":
+        return [float(v) for v in value]
+    return float(value)
 
 
 def plain(value):

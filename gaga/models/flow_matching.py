@@ -96,6 +96,7 @@ class FlowMatching(DiffusionBackbone):
                 bool(self.hparams.zero_mean_features),
                 self.hparams.nll_steps,
                 generator,
+                self.start_feature_mean(self.t_max),
             ),
             "volume": -self.normalizer.log_volume_change(num_atoms),
             "num_atoms": -self.log_prob_num_atoms(batch),
