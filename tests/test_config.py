@@ -48,3 +48,23 @@ def test_train_prints_composed_config():
 def test_trainer_limits_need_no_plus():
     cfg = compose("train", ["trainer.max_steps=5", "trainer.limit_train_batches=3", "trainer.num_nodes=2"])
     assert (cfg.trainer.max_steps, cfg.trainer.limit_train_batches, cfg.trainer.num_nodes) == (5, 3, 2)
+
+
+# the released codes' README commands (EDM, GeoLDM; GAGA's QM9 run), transcribed: preset -> {key: value}
+PUBLISHED_SETTINGS = {
+    "edm_qm9": {"data.batch_size": 64, "trainer.max_epochs": 3000, "backbone.normalizer.include_charges": True},
+    "geoldm_qm9": {"data.batch_size": 64, "trainer.max_epochs": 3000, "backbone.normalizer.include_charges": True},
+    "equifm_qm9": {"data.batch_size": 64, "backbone.normalizer.include_charges": True},
+    "edm_drugs": {"data.batch_size": 64, "trainer.max_epochs": 3000, "backbone.normalizer.include_charges": False},
+    "geoldm_drugs": {"data.batch_size": 32, "trainer.max_epochs": 3000, "backbone.latent_nf": 2},
+    "edm_gaga_qm9": {"data.batch_size": 256, "trainer.max_epochs": 1650, "backbone.normalizer.include_charges": False},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PUBLISHED_SETTINGS))
+def test_published_presets_train_as_released_in_float32(preset, tmp_path):
+    cfg = compose("train", [f"experiment={preset}", "trainer=gpu"], output_dir=str(tmp_path))
+    for key, value in PUBLISHED_SETTINGS[preset].items():
+        assert OmegaConf.select(cfg, key) == value, key
+    assert cfg.trainer.precision == "32-true"
+    assert compose("train", ["trainer=ddp"]).trainer.precision == "32-true"

@@ -48,8 +48,8 @@ def test_l2_loss_with_zero_prediction_is_edm_normalised_chi_square(qm9_sample):
     gen = torch.Generator().manual_seed(0)
     loss, t = l2_loss(zero_denoiser, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs, t_min=1, generator=gen)
     counts = torch.bincount(batch).double()
-    # E||eps||^2 = (N - 1) * 3 + N * F; EDM divides by (3 + F) * N_max (its padded size)
-    expected = ((counts - 1) * 3 + counts * h.shape[1]) / ((3 + h.shape[1]) * counts.max())
+    # E||eps||^2 = (N - 1) * 3 + N * F; EDM halves it (0.5 * SNR_weight * error) and divides by (3 + F) * N_max
+    expected = 0.5 * ((counts - 1) * 3 + counts * h.shape[1]) / ((3 + h.shape[1]) * counts.max())
     assert loss.shape == (num_graphs,) and t.min() >= 1
     assert loss.double().mean().item() == pytest.approx(expected.mean().item(), rel=0.01)
 

@@ -148,9 +148,10 @@ def l2_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """EDM's training loss per molecule [B] and the steps drawn [B]; t ~ U{t_min..t_max} (t_max = T by default).
 
-    For t > 0: ||eps - eps_hat||^2 / ((3 + F) * N_max), summed over the molecule, with N_max the largest
-    molecule in the batch (EDM pads every molecule to N_max and divides by the padded size). For t = 0:
-    EDM's reconstruction term 0.5 * ||eps_x - eps_hat_x||^2 / ((3 + F) * N_max) + `feature_nll` (-log p(h | z_0)).
+    For t > 0: 0.5 * ||eps - eps_hat||^2 / ((3 + F) * N_max), summed over the molecule, with N_max the largest
+    molecule in the batch (EDM pads every molecule to N_max and divides by the padded size; the 0.5 is EDM's
+    `loss_t_larger_than_zero = 0.5 * SNR_weight * error` with SNR_weight 1). For t = 0: EDM's reconstruction term
+    0.5 * ||eps_x - eps_hat_x||^2 / ((3 + F) * N_max) + `feature_nll` (-log p(h | z_0)).
     GAGA trains with t_max = T*. `pos` and `h` are normalised (Normalizer.encode), `pos` zero-CoM.
     (EDM's logged training loss also adds the parameter-free prior KL and -log p(N); they carry no gradient.)
     """
@@ -164,7 +165,7 @@ def l2_loss(
     error_h = per_molecule_sum((eps_h - pred_h) ** 2, batch, num_graphs) / denominator
     sigma_t = schedule.sigma(t)[batch, None]
     reconstruction = 0.5 * error_pos + feature_nll(ZeroStep(h_t, h, error_h, sigma_t, batch, num_graphs))
-    return torch.where(t == 0, reconstruction, error_pos + error_h), t
+    return torch.where(t == 0, reconstruction, 0.5 * (error_pos + error_h)), t
 
 
 def reconstruction_error(

@@ -128,7 +128,12 @@ Decoder = Callable[[FinalState], SamplerOutput]
 
 @dataclass(frozen=True)
 class OneHotDecoder:
-    """EDM's p(x, h | z_0): x drawn from p(x | z_0) in Angstrom; atom types the argmax of z_0's one-hot columns."""
+    """EDM's p(x, h | z_0): x drawn from p(x | z_0) in Angstrom; atom types the argmax of z_0's one-hot columns.
+
+    A known difference from EDM's released code, kept on purpose: without charges, EDM's `sample_p_xh_given_z0`
+    slices `z0[:, :, n_dims:-1]` as if a charge column were last, so it drops the last atom type (QM9: F) and can
+    never generate it. Here the argmax runs over every one-hot column.
+    """
 
     normalizer: Normalizer
 

@@ -580,7 +580,7 @@ def clipping_threshold(grad_norms: torch.Tensor) -> torch.Tensor:
 
 def split_by_step(loss: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
     """A per-molecule diffusion loss split by the step drawn: "l2" (t >= 1, the epsilon error) and "t0_nll" (t = 0,
-    the reconstruction term -log p(x, h | z_0), on another scale: near -7 when the l2 part is near 0.25).
+    the reconstruction term -log p(x, h | z_0), on another scale: negative once the type bins are resolved).
 
     Each part is per molecule [B], NaN for the molecules that drew the other part (no host sync to select them);
     its mean over the batch is the part's `nanmean`, NaN when no molecule drew its steps.
