@@ -131,11 +131,11 @@ def test_distribution_histograms_are_the_w1_metrics_arrays(qm9):
         panels
     )
     bond = panels["C-H bond length"]
-    expected = np.histogram(generated.bond_lengths["C-H"], bins=bond.edges, density=True)[0]
-    np.testing.assert_allclose(bond.generated, expected)
-    np.testing.assert_allclose(
-        bond.reference, np.histogram(reference.bond_lengths["C-H"], bins=bond.edges, density=True)[0]
-    )
+    for drawn, samples in ((bond.generated, generated), (bond.reference, reference)):
+        lengths = samples.bond_lengths["C-H"]
+        expected = np.histogram(lengths, bins=bond.edges)[0] / len(lengths) / np.diff(bond.edges)
+        np.testing.assert_allclose(drawn, expected)
+        assert 0.98 <= (drawn * np.diff(bond.edges)).sum() <= 1.0  # the central 99 % at least is in view
     w1 = wasserstein_distance(generated.bond_lengths["C-H"], reference.bond_lengths["C-H"])
     assert bond.title.endswith(f"W1 {w1:.3g}")
     counts = panels["atoms per molecule"]
@@ -177,22 +177,3 @@ def test_a_picture_that_cannot_be_drawn_is_one_warning_and_the_samples_are_writt
     assert json.loads((tmp_path / "metrics.json").read_text())["start_step"] == 100
     with Image.open(tmp_path / "chain.gif") as animation:
         assert animation.n_frames == len(frame_steps(100, 25, 10))
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("chain=-1", "chain=-1: chain must be an integer >= 0"),
-        ("chain=5", "chain=5 is larger than the first batch (4 molecules"),
-        ("chain_frames=1", "chain_frames=1: chain_frames must be an integer >= 2"),
-        ("pictures=-2", "pictures=-2: pictures must be an integer >= 0"),
-    ],
-)
-def test_bad_picture_settings_stop_with_one_line(checkpoint, tmp_path, override, message):
-    from gaga.cli import run_sampling
-    from gaga.config import compose
-
-    cfg = compose("sample", [f"ckpt={checkpoint}", "n_samples=4", "batch_size=4", override], output_dir=str(tmp_path))
-    with pytest.raises(SystemExit) as stopped:
-        run_sampling(cfg)
-    assert str(stopped.value).startswith(f"error: {message}") and "\n" not in str(stopped.value)

@@ -14,7 +14,7 @@ from gaga.metrics.geometry import GeometrySamples
 
 BOND_TYPES = 4  # the most frequent bond types in the reference get a panel each
 ANGLE_CENTRES = 3  # ... and the most frequent angle centre elements
-BINS = 60
+BINS = 40
 COLUMNS = 4
 
 
@@ -31,14 +31,18 @@ class Panel:
 
 
 def _density(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    return np.histogram(values, bins=edges, density=True)[0] if len(values) else np.zeros(len(edges) - 1)
+    """Share of all `values` per unit in each bin: values outside the edges count in the total, so a histogram
+    with mass out of view shows less area rather than being rescaled."""
+    if not len(values):
+        return np.zeros(len(edges) - 1)
+    return np.histogram(values, bins=edges)[0] / (len(values) * np.diff(edges))
 
 
 def _continuous_edges(*samples: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
-    """BINS bins over the central 99 % of all samples pooled (or [low, high] when given)."""
-    pooled = np.concatenate([s for s in samples if len(s)] or [np.zeros(1)])
-    low = np.quantile(pooled, 0.005) if low is None else low
-    high = np.quantile(pooled, 0.995) if high is None else high
+    """BINS bins from the lowest to the highest 0.5 % / 99.5 % quantile of the samples (or over [low, high])."""
+    present = [s for s in samples if len(s)] or [np.zeros(1)]
+    low = min(np.quantile(s, 0.005) for s in present) if low is None else low
+    high = max(np.quantile(s, 0.995) for s in present) if high is None else high
     return np.linspace(low, max(high, low + 1e-3), BINS + 1)
 
 
@@ -112,7 +116,8 @@ def draw_distributions(
     reference_name: str = "reference",
     columns: int = COLUMNS,
 ) -> Path:
-    """Write a PNG of `distribution_panels`: generated as a line, the reference filled grey beneath it."""
+    """Write a PNG of `distribution_panels`: generated as a line, the reference filled grey beneath it (each as
+    its share of samples per unit of the axis)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
