@@ -177,3 +177,21 @@ def test_a_picture_that_cannot_be_drawn_is_one_warning_and_the_samples_are_writt
     assert json.loads((tmp_path / "metrics.json").read_text())["start_step"] == 100
     with Image.open(tmp_path / "chain.gif") as animation:
         assert animation.n_frames == len(frame_steps(100, 25, 10))
+
+
+def test_sample_py_logs_its_pictures_to_an_offline_wandb_run(checkpoint, tmp_path, monkeypatch):
+    from gaga.cli import run_sampling
+    from gaga.config import compose
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose(
+        "sample",
+        [f"ckpt={checkpoint}", "n_samples=3", "batch_size=3", "stride=25", "evaluate=false", "chain=1", "wandb=true"],
+        output_dir=str(tmp_path),
+    )
+    run_sampling(cfg)
+    media = [path.name for path in tmp_path.glob("wandb/offline-run-*/files/media/**/*") if path.is_file()]
+    for name in ("molecules_png", "molecules_3d_png", "chain_png", "chain_gif"):
+        assert any(file.startswith(name) for file in media), (name, media)
+    assert any(file.endswith(".gif") for file in media) and any(file.endswith(".pdb") for file in media), media
