@@ -101,8 +101,10 @@ def test_chain_keeps_the_start_state_and_ends_at_the_samplers_output(backbone, s
     assert [frame.step for frame in frames] == steps and list(frames[0].molecules.num_atoms) == [4, 6]
     np.testing.assert_allclose(frames[-1].molecules.positions, output.pos[:10].numpy(), atol=1e-6)
     np.testing.assert_array_equal(frames[-1].molecules.atomic_numbers, encoder.decode(output.atom_types[:10].numpy()))
+    scale = model.normalizer.position_scale
+    if backbone == "flow_matching":  # the ODE's state at t = 0 is the data the sampler returns
+        np.testing.assert_allclose((recorder.states[0][0] * scale).numpy(), output.pos[:10].numpy(), atol=1e-5)
     if backbone != "geoldm":  # the start state read as atoms: coordinates x position scale, argmax of the one-hot
-        scale = model.normalizer.position_scale
         np.testing.assert_allclose(frames[0].molecules.positions, (pos[:10] * scale).numpy(), rtol=1e-5, atol=1e-5)
         one_hot = h[:10, : len(encoder.symbols)].argmax(dim=1).numpy()
         np.testing.assert_array_equal(frames[0].molecules.atomic_numbers, encoder.decode(one_hot))
