@@ -1,5 +1,5 @@
 """Ball-and-stick renders of molecules in 3D with matplotlib: atoms coloured by element, the bonds the stability
-metric found (one stick per bond order), each view fitted to its molecule."""
+metric found (thicker for double and triple bonds), each view fitted to its molecule."""
 
 from __future__ import annotations
 
