@@ -19,7 +19,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) train.py experiment=quickstart
-	$(PY) sample.py ckpt=$$(ls -td outputs/quickstart/*/*/checkpoints/last.ckpt | head -1) n_samples=100 strain_molecules=100
+	$(PY) sample.py ckpt=$$(ls -td outputs/quickstart/*/*/checkpoints/last.ckpt | head -1) n_samples=100 strain_molecules=100 chain=4
 
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q

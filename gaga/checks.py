@@ -54,6 +54,10 @@ RULES: dict[str, tuple[Callable, str]] = {
     "stride": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "eta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
     "strain_molecules": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: skip)"),
+    "pictures": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: no pictures)"),
+    "chain": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: no chain)"),
+    "chain_frames": (lambda v: _integer(v) and v >= 2, "an integer >= 2 (the start and the final frame at least)"),
+    "wandb": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 
@@ -76,6 +80,7 @@ def check_settings(cfg: DictConfig) -> None:
                 f"{key}={value!r}: {key} must be {expected}; fix it on the command line or in the config"
             )
     _check_t_star(cfg)
+    _check_chain(cfg)
     _check_resume_path(cfg.get("ckpt_path"))
 
 
@@ -87,6 +92,18 @@ def _check_t_star(cfg: DictConfig) -> None:
             f"gaga.t_star={t_star}: T* must lie in 1..{timesteps} (the schedule's T); set gaga.t_star=auto to "
             "measure it, or a step in that range"
         )
+
+
+def _check_chain(cfg: DictConfig) -> None:
+    """sample.py's chains come from its first batch: gaga.sampling.check_chain's rule, before the model loads."""
+    if "chain" not in cfg:
+        return
+    from gaga.sampling import check_chain
+
+    try:
+        check_chain(cfg.chain, cfg.chain_frames, cfg.batch_size, cfg.n_samples)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
 
 
 def _check_resume_path(path) -> None:

@@ -135,7 +135,8 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def run_sampling(cfg: DictConfig) -> dict:
-    """Generate `cfg.n_samples` molecules, write SDF/XYZ, evaluate them, write metrics.json; return the metrics."""
+    """Generate `cfg.n_samples` molecules, write SDF/XYZ, evaluate them, write metrics.json and the pictures
+    (`cfg.pictures`, `cfg.chain`); return the metrics."""
     import json
 
     import torch
@@ -161,6 +162,8 @@ def run_sampling(cfg: DictConfig) -> dict:
         cfg.eta,
         cfg.seed,
         progress=interactive(),
+        chain=cfg.chain,
+        chain_frames=cfg.chain_frames,
     )
     out = Path(cfg.paths.output_dir)
     write_sdf(out / "samples.sdf", generated.molecules, dataset=dataset.removesuffix("_noH"))
@@ -176,8 +179,10 @@ def run_sampling(cfg: DictConfig) -> dict:
         "molecules_per_second": 1.0 / generated.seconds_per_molecule,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
     }
-    if cfg.evaluate:
-        report.update(evaluate_generated(generated.molecules, dataset, cfg))
+    rules = dataset.removesuffix("_noH")
+    evaluation, reference = evaluate_generated(generated.molecules, rules, cfg) if cfg.evaluate else (None, None)
+    if evaluation is not None:
+        report.update(evaluation.metrics)
     write_text_atomically(out / "metrics.json", json.dumps(report, indent=1) + "\n")
     from gaga.metrics import format_table
 
@@ -185,19 +190,24 @@ def run_sampling(cfg: DictConfig) -> dict:
     if cfg.evaluate and dataset in PUBLISHED:
         print(PUBLISHED[dataset])
     print(f"wrote {out / 'samples.sdf'}, {out / 'samples.xyz'}, {out / 'metrics.json'}")
+    pictures = draw_generated(out, generated, rules, cfg, evaluation, reference)
+    if cfg.wandb:
+        from gaga.tracking import log_sample_run
+
+        log_sample_run(out, report, pictures, generated.molecules, rules, cfg.wandb_project)
     return report
 
 
-def evaluate_generated(molecules, dataset: str, cfg: DictConfig) -> dict:
-    """The literature's metrics of generated molecules against the dataset's training SMILES and test split."""
-    from gaga.metrics import evaluate_molecules
+def evaluate_generated(molecules, rules: str, cfg: DictConfig):
+    """(Evaluation, EvaluationReference): the literature's metrics of generated molecules against the dataset's
+    training SMILES and test split, and that reference."""
+    from gaga.metrics.evaluation import evaluate
     from gaga.metrics.references import dataset_reference
 
-    rules = dataset.removesuffix("_noH")
     reference = dataset_reference(rules, cfg.paths.data_dir, progress=interactive())
     for note in reference.notes:
         log.info(note)
-    return evaluate_molecules(
+    evaluation = evaluate(
         molecules,
         rules,
         train_smiles=reference.train_smiles,
@@ -206,6 +216,29 @@ def evaluate_generated(molecules, dataset: str, cfg: DictConfig) -> dict:
         seed=cfg.seed,
         progress=interactive(),
     )
+    return evaluation, reference
+
+
+def draw_generated(out: Path, generated, rules: str, cfg: DictConfig, evaluation, reference) -> dict[str, Path]:
+    """The pictures sample.py writes (see gaga.pictures.write): the grids of the first `cfg.pictures` molecules, the
+    chain when one was kept, the distributions when the molecules were evaluated; a failure is one warning."""
+    from gaga.pictures.write import write_pictures
+
+    if not cfg.pictures and not generated.chain:
+        return {}
+    pictures = write_pictures(
+        out,
+        generated.molecules,
+        rules,
+        count=cfg.pictures,
+        chain=generated.chain,
+        geometry=evaluation.geometry if evaluation is not None and cfg.pictures else None,
+        reference=reference.geometry if reference is not None else None,
+        reference_name=f"{rules} test split",
+    )
+    if pictures:
+        print(f"wrote {', '.join(str(path) for path in pictures.values())}")
+    return pictures
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="sample", version_base="1.3")

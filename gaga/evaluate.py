@@ -1,6 +1,6 @@
 """Evaluate molecules written by any program (SDF, multi-molecule XYZ, folder of XYZ) with gaga's metrics.
 
-python -m gaga.evaluate PATH --data qm9|drugs [--out metrics.json] [--data-dir data] [--train-smiles FILE]
+python -m gaga.evaluate PATH --data qm9|drugs [--out metrics.json] [--data-dir data] [--train-smiles FILE] [--plots]
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "training split, SMILES inferred from coordinates as EDM does, cached in --data-dir)",
     )
     parser.add_argument("--strain-molecules", type=int, default=1000, help="molecules sampled for MMFF strain (0: off)")
+    parser.add_argument(
+        "--plots",
+        action="store_true",
+        help="also write distributions.png beside --out: the generated bond lengths, bond angles, atom types, atom "
+        "counts and fragments against the test split (the histograms behind the w1_* metrics)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -43,7 +49,8 @@ def read_smiles_file(path: Path) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from gaga.io import read_molecules
-    from gaga.metrics import evaluate_molecules, format_table
+    from gaga.metrics import format_table
+    from gaga.metrics.evaluation import evaluate
     from gaga.metrics.references import dataset_reference
 
     args = parse_args(argv)
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             args.data, args.data_dir, progress=not args.quiet, with_train_smiles=explicit_smiles is None
         )
         train_smiles = explicit_smiles if explicit_smiles is not None else reference.train_smiles
-        metrics = evaluate_molecules(
+        evaluation = evaluate(
             molecules,
             args.data,
             train_smiles,
@@ -71,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if explicit_smiles is not None
         else []
     )
+    metrics = evaluation.metrics
     print(f"{args.path}: {len(molecules)} molecules, {args.data} rules")
     print(format_table(metrics))
     for note in notes:
@@ -78,6 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     report = {"input": str(args.path), "dataset": args.data, **metrics, "notes": notes}
     write_text_atomically(args.out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
+    if args.plots:
+        from gaga.pictures.write import write_pictures
+
+        plots = write_pictures(
+            args.out.parent,
+            molecules,
+            args.data,
+            count=0,
+            geometry=evaluation.geometry,
+            reference=reference.geometry,
+            reference_name=f"{args.data} test split",
+        )
+        for path in plots.values():
+            print(f"wrote {path}")
     return 0
 
 

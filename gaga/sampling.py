@@ -105,12 +105,22 @@ def _unreadable_reason(error: Exception) -> str:
 
 
 @dataclass
+class ChainFrame:
+    """One kept state of a denoising chain, read as molecules (the chain's first molecules, in Angstrom)."""
+
+    step: int
+    label: str  # what the frame is: "t=250", "start: ...", "t=0: final"
+    molecules: MoleculeSet
+
+
+@dataclass
 class Generated:
     molecules: MoleculeSet
     seconds: float  # the sampling loop alone (network and sampler), synchronised on GPU
     num_evaluations: int  # network evaluations per batch
     start: int
     sampler: str  # the sampler that ran (`auto` resolved to the backbone's default)
+    chain: list[ChainFrame] | None = None  # the first molecules' denoising chain (generate's `chain`), start first
 
     @property
     def seconds_per_molecule(self) -> float:
@@ -130,6 +140,83 @@ def resolve_start(model, start: str | int) -> int:
     return value
 
 
+def frame_steps(start: int, stride: int, count: int) -> list[int]:
+    """About `count` steps of the strided grid from `start` down to 0, evenly spread, both ends included."""
+    grid = np.arange(start, -1, -stride)
+    picks = np.linspace(0, len(grid) - 1, min(count, len(grid))).round().astype(int)
+    return sorted({int(step) for step in grid[picks]}, reverse=True)
+
+
+class ChainRecorder:
+    """A `keep_frame` callback: copies the states (pos, h) of the first `num_atoms` atoms at `steps`."""
+
+    def __init__(self, num_atoms: int, steps: list[int]):
+        self.num_atoms, self.steps = num_atoms, set(steps)
+        self.states: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, step: int, pos: torch.Tensor, h: torch.Tensor) -> None:
+        if step in self.steps:
+            self.states[step] = (pos[: self.num_atoms].clone(), h[: self.num_atoms].clone())
+
+
+@torch.no_grad()
+def decode_frame(model, pos: torch.Tensor, h: torch.Tensor, batch: torch.Tensor, use_ema: bool = True):
+    """A chain state read as molecules by the backbone's own `decode`, noise-free: z itself taken as the data
+    (alpha_0 = 1, sigma_0 = 0), as EDM's and GeoLDM's chain pictures do (GeoLDM: its decoder on the latents)."""
+    from gaga.diffusion.samplers import FinalState
+
+    one, zero = torch.ones((), device=pos.device), torch.zeros((), device=pos.device)
+    final = FinalState(
+        pos, h, torch.zeros_like(pos), torch.zeros_like(h), one, zero, 0.0, batch, int(batch.max()) + 1, 0, None
+    )
+    return model.decode(final, use_ema)
+
+
+def decode_chain(model, recorder: ChainRecorder, final, num_atoms: torch.Tensor, encoder: AtomEncoder, start: int):
+    """The recorded states as molecules, start first; the last frame is the sampler's own output `final` (its
+    first `len(num_atoms)` molecules). The start frame is labelled as GAGA's reference Gaussian at T* (or the
+    standard normal at T of a model without GAGA)."""
+    batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=model.device), num_atoms.to(model.device))
+    offsets = np.concatenate([[0], np.cumsum(num_atoms.tolist())])
+    count = recorder.num_atoms
+
+    def frame(step: int, label: str, pos: torch.Tensor, types: torch.Tensor) -> ChainFrame:
+        numbers = encoder.decode(types.cpu().numpy())
+        return ChainFrame(step, label, MoleculeSet(pos.cpu().numpy(), numbers, offsets))
+
+    frames = []
+    for step in sorted(recorder.states, reverse=True):
+        if step == 0:
+            continue  # z_0: the final frame is what the sampler decoded from it
+        output = decode_frame(model, *recorder.states[step], batch)
+        frames.append(frame(step, _frame_label(model, step, start), output.pos, output.atom_types))
+    frames.append(frame(0, "t=0: final", final.pos[:count], final.atom_types[:count]))
+    return frames
+
+
+def _frame_label(model, step: int, start: int) -> str:
+    if step != start:
+        return f"t={step}"
+    if model.hparams.get("gaga") and start == model.sampling_start:
+        return f"t=T*={start}: GAGA reference Gaussian"
+    if start == model.schedule.timesteps:
+        return f"t=T={start}: standard normal"
+    return f"t={start}: start Gaussian"
+
+
+def check_chain(chain: int, frames: int, batch_size: int, num_molecules: int) -> None:
+    """ValueError with the fix when `chain` molecules cannot be recorded from the first batch."""
+    if chain < 0:
+        raise ValueError(f"chain={chain}: the number of denoising chains must be >= 0 (0: none)")
+    if chain > min(batch_size, num_molecules):
+        raise ValueError(
+            f"chain={chain} is larger than the first batch ({min(batch_size, num_molecules)} molecules); "
+            f"set chain<={min(batch_size, num_molecules)} or a larger batch_size / n_samples"
+        )
+    if chain and frames < 2:
+        raise ValueError(f"chain_frames={frames}: a chain needs at least 2 frames (start and final)")
+
+
 def generate(
     model,
     num_molecules: int,
@@ -140,12 +227,19 @@ def generate(
     eta: float = 0.0,
     seed: int = 0,
     progress: bool = True,
+    chain: int = 0,
+    chain_frames: int = 10,
 ) -> Generated:
-    """`num_molecules` molecules with sizes from the model's p(N), in batches, with a progress bar."""
+    """`num_molecules` molecules with sizes from the model's p(N), in batches, with a progress bar.
+
+    `chain` > 0 keeps the denoising chain of the first `chain` molecules (of the first batch) at about
+    `chain_frames` steps from the start to 0, decoded after the timed loop (`Generated.chain`).
+    """
     from tqdm.auto import tqdm
 
     if num_molecules < 1 or batch_size < 1:
         raise ValueError(f"n_samples and batch_size must be >= 1, got {num_molecules} and {batch_size}")
+    check_chain(chain, chain_frames, batch_size, num_molecules)
     t_start = resolve_start(model, start)
     sampler = model.samplers[0] if sampler == "auto" else sampler
     encoder = AtomEncoder(model.hparams.dataset["name"], tuple(model.hparams.dataset["atom_symbols"]))
@@ -156,16 +250,28 @@ def generate(
     steps = t_start // stride
     num_batches = -(-num_molecules // batch_size)
     description = f"sampling ({sampler}, {steps} steps)"
+    recorder, frames = None, None
     with tqdm(total=num_batches * steps, unit="step", desc=description, disable=not progress) as bar:
         while len(sizes) < num_molecules:
             num_atoms = model.sample_num_atoms(min(batch_size, num_molecules - len(sizes)), size_generator)
+            if chain and not sizes:
+                recorder = ChainRecorder(int(num_atoms[:chain].sum()), frame_steps(t_start, stride, chain_frames))
             _synchronize(model.device)
             clock = time.perf_counter()
             output, _ = model.sample(
-                num_atoms, sampler, stride, t_start, eta, generator=generator, on_step=lambda: bar.update(1)
+                num_atoms,
+                sampler,
+                stride,
+                t_start,
+                eta,
+                generator=generator,
+                on_step=lambda: bar.update(1),
+                keep_frame=recorder if not sizes else None,
             )
             _synchronize(model.device)
             elapsed += time.perf_counter() - clock
+            if recorder is not None and not sizes:
+                frames = decode_chain(model, recorder, output, num_atoms[:chain], encoder, t_start)
             evaluations = output.num_evaluations
             positions.append(output.pos.cpu().numpy())
             numbers.append(encoder.decode(output.atom_types.cpu().numpy()))
@@ -176,7 +282,7 @@ def generate(
         atomic_numbers=np.concatenate(numbers),
         offsets=np.concatenate([[0], np.cumsum(sizes)]),
     )
-    return Generated(molecules, elapsed, evaluations, t_start, sampler)
+    return Generated(molecules, elapsed, evaluations, t_start, sampler, frames)
 
 
 def _synchronize(device: torch.device) -> None:

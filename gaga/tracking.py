@@ -110,3 +110,43 @@ def finish(loggers) -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+def picture_media(pictures: dict[str, Path], prefix: str) -> dict:
+    """W&B images of picture files (gaga.pictures.write_pictures' result) under `<prefix>/pictures/<name>`; a GIF
+    stays animated."""
+    import wandb
+
+    return {f"{prefix}/pictures/{name.replace('.', '_')}": wandb.Image(str(path)) for name, path in pictures.items()}
+
+
+def molecule_views(molecules, dataset: str, count: int) -> list:
+    """W&B 3D molecule objects of the first `count` molecules, with their generated geometry (not re-embedded)."""
+    import wandb
+
+    from gaga.metrics import molecule_from_coordinates
+
+    views = []
+    for index in range(min(count, len(molecules))):
+        molecule = molecule_from_coordinates(*molecules.molecule(index), dataset)
+        views.append(wandb.Molecule.from_rdkit(molecule, convert_to_3d_and_optimize=False))
+    return views
+
+
+def log_sample_run(output_dir: Path, metrics: dict, pictures: dict[str, Path], molecules, dataset: str, project: str):
+    """One W&B run (job type `sample`, offline without an API key) holding sample.py's metrics as its summary,
+    its pictures and 3D views of a few molecules."""
+    import wandb
+
+    offline = not has_api_key()
+    if offline:
+        say(log, f"W&B: no API key configured, logging offline to {output_dir}/wandb (upload later: wandb sync)")
+    settings = wandb.Settings(mode="offline", silent=True) if offline else wandb.Settings(quiet=True)
+    run = wandb.init(
+        project=project, dir=str(output_dir), name=run_name("sample"), job_type="sample", settings=settings
+    )
+    try:
+        run.log({**picture_media(pictures, "sample"), "sample/molecules": molecule_views(molecules, dataset, 4)})
+        run.summary.update({f"sample/{key}": value for key, value in metrics.items() if isinstance(value, int | float)})
+    finally:
+        run.finish()

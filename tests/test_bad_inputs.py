@@ -74,6 +74,15 @@ CASES = [
     Case("subset above the data", "train", ["data.subset.train=1000000"], r"subset.train=1000000 is", early=False),
     Case("n_samples 0", "sample", ["ckpt={ckpt}", "n_samples=0"], r"n_samples=0: n_samples must be an integer >= 1"),
     Case("sample batch 0", "sample", ["ckpt={ckpt}", "batch_size=0"], r"batch_size=0: batch_size must be an integer"),
+    Case("chain -1", "sample", ["ckpt={ckpt}", "chain=-1"], r"chain=-1: chain must be an integer >= 0"),
+    Case(
+        "chain beyond the first batch",
+        "sample",
+        ["ckpt={ckpt}", "batch_size=4", "chain=5"],
+        r"chain=5 is larger than the first batch \(4 molecules\); set chain<=4",
+    ),
+    Case("chain of 1 frame", "sample", ["ckpt={ckpt}", "chain_frames=1"], r"chain_frames=1: chain_frames must be"),
+    Case("pictures -2", "sample", ["ckpt={ckpt}", "pictures=-2"], r"pictures=-2: pictures must be an integer >= 0"),
     # checkpoints
     Case("resume: no such file", "train", ["ckpt_path={dir}/missing.ckpt"], r"missing.ckpt: no such file; pass"),
     Case(

@@ -63,9 +63,16 @@ def test_sdf_and_xyz_folder_give_the_library_figures(tmp_path, samples, expected
     (tmp_path / "train.smi").write_text("\n".join(train) + "\n")
     out = tmp_path / "metrics.json"
     train_file = str(tmp_path / "train.smi")
-    assert main([str(tmp_path / name), *QM9_ARGS, "--train-smiles", train_file, "--out", str(out)]) == 0
+    plots = ["--plots"] if name.endswith("sdf") else []
+    assert main([str(tmp_path / name), *QM9_ARGS, "--train-smiles", train_file, "--out", str(out), *plots]) == 0
     # SDF keeps 4 decimals: a borderline bond may flip, moving a fraction by 1/300 at most
     assert_report_matches(json.loads(out.read_text()), metrics, 1.01 / 300 if name.endswith("sdf") else 1e-6)
+    assert (tmp_path / "distributions.png").is_file() == bool(plots)
+    if plots:
+        from PIL import Image
+
+        with Image.open(tmp_path / "distributions.png") as image:
+            assert image.format == "PNG" and image.size[0] > 1000
 
 
 def test_malformed_files_fail_with_file_and_line(tmp_path, capsys):

@@ -132,3 +132,19 @@ def test_metrics_do_not_import_io(graph):
         for module, targets in graph.items() if module == "gaga.metrics" or module.startswith("gaga.metrics.")
     }
     assert not {module: targets for module, targets in offenders.items() if targets}
+
+
+def test_drawing_libraries_load_only_when_a_picture_is_drawn():
+    """sample.py's and evaluate's modules, and gaga.pictures itself, import neither matplotlib nor RDKit's drawing
+    code until a picture is asked for (a fresh interpreter, so nothing else has imported them)."""
+    import subprocess
+    import sys
+
+    modules = "gaga.sampling, gaga.cli, gaga.evaluate, gaga.pictures.write, gaga.pictures.grid, gaga.pictures.chain"
+    code = (
+        f"import sys, {modules}\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m.startswith('rdkit.Chem.Draw')]\n"
+        "print(loaded)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -42,7 +42,7 @@ def test_sample_py_writes_files_and_flat_metrics(checkpoint, tmp_path):
     path, _ = checkpoint
     cfg = compose(
         "sample",
-        [f"ckpt={path}", "n_samples=5", "batch_size=3", "stride=20", "strain_molecules=0"],
+        [f"ckpt={path}", "n_samples=5", "batch_size=3", "stride=20", "strain_molecules=0", "pictures=0"],
         output_dir=str(tmp_path),
     )
     report = run_sampling(cfg)
@@ -144,7 +144,8 @@ def test_sample_quality_counts_training_epochs_not_validations(tmp_path):
 
 @pytest.mark.parametrize("backbone", ["edm", "geoldm"])
 def test_wandb_offline_gets_metrics_table_and_molecules(tmp_path, monkeypatch, backbone):
-    """A real W&B run in offline mode (no account): the callback's table and 3D views are written to its files."""
+    """A real W&B run in offline mode (no account): the callback's table, 3D views and pictures (grid, 3D renders,
+    the chain's GIF and strip) are written to its files."""
     from pytorch_lightning.loggers import WandbLogger
 
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -158,3 +159,6 @@ def test_wandb_offline_gets_metrics_table_and_molecules(tmp_path, monkeypatch, b
     logger.experiment.finish()
     media = list(tmp_path.glob("wandb/offline-run-*/files/media/**/*"))
     assert any(p.suffix == ".pdb" for p in media) and any("table" in p.name for p in media), media
+    for name in ("molecules_png", "molecules_3d_png", "chain_png", "chain_gif"):
+        assert any(p.name.startswith(name) for p in media), (name, media)
+    assert any(p.suffix == ".gif" for p in media)

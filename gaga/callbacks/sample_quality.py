@@ -1,6 +1,7 @@
 """Sample molecules from the EMA weights every k training epochs and log the literature's metrics.
 
-With a W&B logger it also logs a table of the metrics and 3D views of a few generated molecules.
+With a W&B logger it also logs a table of the metrics, 3D views of a few generated molecules and the pictures
+sample.py writes (gaga.pictures: the molecule grids, a denoising chain's GIF and strip, the distributions).
 """
 
 from __future__ import annotations
@@ -29,12 +30,19 @@ class SampleQualityCallback(pl.Callback):
         stride: int = 1,
         data_dir: str | None = None,
         wandb_molecules: int = 4,
+        pictures: int = 24,
+        chain: int = 2,
     ):
         if every_n_epochs < 1 or num_molecules < 1:
             raise ValueError(f"every_n_epochs and num_molecules must be >= 1, got {every_n_epochs}, {num_molecules}")
+        if pictures < 0 or not 0 <= chain <= min(batch_size, num_molecules):
+            raise ValueError(
+                f"pictures must be >= 0 and chain in 0..{min(batch_size, num_molecules)} (the first batch), "
+                f"got {pictures} and {chain}"
+            )
         self.every_n_epochs, self.num_molecules, self.batch_size = every_n_epochs, num_molecules, batch_size
         self.sampler, self.stride, self.data_dir = sampler, stride, data_dir
-        self.wandb_molecules = wandb_molecules
+        self.wandb_molecules, self.pictures, self.chain = wandb_molecules, pictures, chain
         self._reference = None
 
     def _rules(self, pl_module) -> str:
@@ -50,9 +58,10 @@ class SampleQualityCallback(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
-        from gaga.metrics import evaluate_molecules
+        from gaga.metrics.evaluation import evaluate
         from gaga.sampling import generate
 
+        wandb_loggers = self._wandb_loggers(trainer)
         training = pl_module.training
         pl_module.eval()
         try:
@@ -64,11 +73,12 @@ class SampleQualityCallback(pl.Callback):
                 self.stride,
                 seed=trainer.current_epoch,
                 progress=False,
+                chain=self.chain if wandb_loggers else 0,
             )
         finally:
             pl_module.train(training)
         reference = self.reference(pl_module)
-        metrics = evaluate_molecules(
+        evaluation = evaluate(
             generated.molecules,
             self._rules(pl_module),
             progress=False,
@@ -76,29 +86,46 @@ class SampleQualityCallback(pl.Callback):
             train_smiles=reference.train_smiles if reference else None,
             reference=reference.geometry if reference else None,
         )
-        metrics["seconds_per_molecule"] = generated.seconds_per_molecule
+        metrics = {**evaluation.metrics, "seconds_per_molecule": generated.seconds_per_molecule}
         flat = {f"sample/{k}": float(v) for k, v in metrics.items() if "." not in k}
         pl_module.log_dict(flat, rank_zero_only=True)
         log.info("epoch %d samples: %s", trainer.current_epoch + 1, {k: round(v, 4) for k, v in flat.items()})
-        self._log_to_wandb(trainer, generated.molecules, flat, self._rules(pl_module))
+        for logger in wandb_loggers:
+            self._log_to_wandb(trainer, logger, generated, evaluation, reference, flat, self._rules(pl_module))
 
-    def _log_to_wandb(self, trainer: pl.Trainer, molecules, metrics: dict[str, float], rules: str) -> None:
+    @staticmethod
+    def _wandb_loggers(trainer: pl.Trainer) -> list:
         from pytorch_lightning.loggers import WandbLogger
 
-        for logger in trainer.loggers:
-            if not isinstance(logger, WandbLogger):
-                continue
-            import wandb
+        return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
 
-            from gaga.metrics import molecule_from_coordinates
+    def _log_to_wandb(self, trainer, logger, generated, evaluation, reference, metrics: dict, rules: str) -> None:
+        """The metrics table, 3D views of the first molecules and the pictures (drawn in a temporary folder that
+        W&B copies from; a picture that fails to draw is one warning)."""
+        import tempfile
 
-            views = []
-            for i in range(min(self.wandb_molecules, len(molecules))):
-                z, pos = molecules.molecule(i)
-                molecule = molecule_from_coordinates(z, pos, rules)  # the generated geometry, not a re-embedded one
-                views.append(wandb.Molecule.from_rdkit(molecule, convert_to_3d_and_optimize=False))
-            table = wandb.Table(columns=list(metrics), data=[list(metrics.values())])
+        import wandb
+
+        from gaga.pictures.write import write_pictures
+        from gaga.tracking import molecule_views, picture_media
+
+        with tempfile.TemporaryDirectory(prefix="gaga-pictures-") as folder:
+            pictures = write_pictures(
+                folder,
+                generated.molecules,
+                rules,
+                count=self.pictures,
+                chain=generated.chain,
+                geometry=evaluation.geometry if self.pictures else None,
+                reference=reference.geometry if reference else None,
+                reference_name=f"{rules} test split",
+            )
             # W&B's own step counts log calls; the trainer's step goes beside it, as Lightning's WandbLogger does
             logger.experiment.log(
-                {"sample/table": table, "sample/molecules": views, "trainer/global_step": trainer.global_step}
+                {
+                    "sample/table": wandb.Table(columns=list(metrics), data=[list(metrics.values())]),
+                    "sample/molecules": molecule_views(generated.molecules, rules, self.wandb_molecules),
+                    **picture_media(pictures, "sample"),
+                    "trainer/global_step": trainer.global_step,
+                }
             )

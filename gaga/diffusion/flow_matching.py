@@ -84,8 +84,11 @@ def integrate(
     method: str,
     project: Callable,
     on_step: Callable[[], None] | None = None,
+    keep_frame: Callable[[float, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Integrate dz/dt = v from times[0] down to times[-1] with Euler or Heun steps; returns (pos, h, NFE)."""
+    """Integrate dz/dt = v from times[0] down to times[-1] with Euler or Heun steps; returns (pos, h, NFE).
+
+    `keep_frame`, when given, receives (time, pos, h) at times[0] and after every step."""
     num_graphs = int(batch.max()) + 1
     evaluations = 0
 
@@ -94,6 +97,8 @@ def integrate(
         evaluations += 1
         return velocity(pos_t, h_t, torch.full((num_graphs,), t, device=pos_t.device), batch)
 
+    if keep_frame is not None:
+        keep_frame(times[0], pos, h)
     for t, s in zip(times[:-1], times[1:], strict=True):
         dt = s - t
         v_pos, v_h = field(pos, h, t)
@@ -104,6 +109,8 @@ def integrate(
         pos, h = project(pos + dt * v_pos, h + dt * v_h)
         if on_step is not None:
             on_step()
+        if keep_frame is not None:
+            keep_frame(s, pos, h)
     return pos, h, evaluations
 
 
@@ -116,8 +123,13 @@ def integrate_adaptive(
     project: Callable,
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    keep_times: list[float] | None = None,
+    keep_frame: Callable[[float, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Integrate from t_start to 0 with torchdiffeq's adaptive dopri5; returns (pos, h, NFE)."""
+    """Integrate from t_start to 0 with torchdiffeq's adaptive dopri5; returns (pos, h, NFE).
+
+    `keep_frame`, when given, receives (time, pos, h) at each of `keep_times` (from t_start down to 0): dopri5's
+    dense output there, the steps it takes unchanged."""
     try:
         from torchdiffeq import odeint
     except ImportError as error:
@@ -132,9 +144,13 @@ def integrate_adaptive(
         v_pos, v_h = velocity(pos_t, h_t, t.expand(num_graphs).to(state), batch)
         return torch.cat([v_pos, v_h], dim=1)
 
-    span = torch.tensor([t_start, 0.0], dtype=pos.dtype, device=pos.device)
-    final = odeint(field, torch.cat([pos, h], dim=1), span, method="dopri5", rtol=rtol, atol=atol)[-1]
-    pos, h = project(final[:, :width], final[:, width:])
+    times = keep_times if keep_frame is not None and keep_times else [t_start, 0.0]
+    span = torch.tensor(times, dtype=pos.dtype, device=pos.device)
+    states = odeint(field, torch.cat([pos, h], dim=1), span, method="dopri5", rtol=rtol, atol=atol)
+    if keep_frame is not None:
+        for t, state in zip(times, states, strict=True):
+            keep_frame(t, *project(state[:, :width], state[:, width:]))
+    pos, h = project(states[-1][:, :width], states[-1][:, width:])
     return pos, h, evaluations
 
 

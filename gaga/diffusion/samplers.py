@@ -17,6 +17,9 @@ from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise, sample
 from gaga.diffusion.losses import Denoiser
 from gaga.diffusion.schedules import NoiseSchedule
 
+# receives (step, pos, h) of the whole batch, in diffusion space; what it keeps it must copy
+FrameCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
 
 @dataclass
 class SamplerOutput:
@@ -39,6 +42,7 @@ class _Chain:
     zero_mean_features: bool
     generator: torch.Generator | None
     on_step: Callable[[], None] | None = None  # called after every transition (progress bars)
+    keep_frame: FrameCallback | None = None  # given (step, pos, h): the start state and the state after each transition
     num_evaluations: int = 0
 
     def predict_noise(self, pos, h, t: int):
@@ -183,10 +187,14 @@ def _run(
     if stride < 1 or t_start % stride:
         raise ValueError(f"stride must be a positive divisor of t_start={t_start}, got {stride}")
     pos, h = chain.project(pos, h)
+    if chain.keep_frame is not None:
+        chain.keep_frame(t_start, pos, h)
     for t in range(t_start, 0, -stride):
         pos, h = step(chain, pos, h, t - stride, t)
         if chain.on_step is not None:
             chain.on_step()
+        if chain.keep_frame is not None:
+            chain.keep_frame(t - stride, pos, h)
     return decode(_final_state(chain, pos, h, decode_noise))
 
 
@@ -203,15 +211,17 @@ def ancestral_sample(
     zero_mean_features: bool = False,
     generator: torch.Generator | None = None,
     on_step: Callable[[], None] | None = None,
+    keep_frame: FrameCallback | None = None,
 ) -> SamplerOutput:
     """EDM's ancestral sampler from state (pos, h) at step t_start (default T) with steps t -> t - stride.
 
     Makes t_start / stride transitions plus EDM's final p(x, h | z_0) call: t_start / stride + 1
     denoiser evaluations; `decode` turns the final state into molecules. The start state is projected to
     zero CoM (features too with
-    `zero_mean_features`, as the GAGA reference code does at every step).
+    `zero_mean_features`, as the GAGA reference code does at every step). `keep_frame`, when given, sees the
+    start state and the state after every transition (a denoising chain's frames).
     """
-    chain = _Chain(denoiser, schedule, batch, num_graphs, zero_mean_features, generator, on_step)
+    chain = _Chain(denoiser, schedule, batch, num_graphs, zero_mean_features, generator, on_step, keep_frame)
     return _run(chain, decode, pos, h, t_start, stride, _ancestral_step, decode_noise=1.0)
 
 
@@ -229,10 +239,11 @@ def ddim_sample(
     zero_mean_features: bool = False,
     generator: torch.Generator | None = None,
     on_step: Callable[[], None] | None = None,
+    keep_frame: FrameCallback | None = None,
 ) -> SamplerOutput:
     """DDIM from state (pos, h) at step t_start with steps t -> t - stride; eta = 0 is fully deterministic.
 
-    Same evaluation count and decoding as `ancestral_sample` (the decoding noise is scaled by eta).
+    Same evaluation count, decoding and `keep_frame` as `ancestral_sample` (the decoding noise is scaled by eta).
     """
-    chain = _Chain(denoiser, schedule, batch, num_graphs, zero_mean_features, generator, on_step)
+    chain = _Chain(denoiser, schedule, batch, num_graphs, zero_mean_features, generator, on_step, keep_frame)
     return _run(chain, decode, pos, h, t_start, stride, partial(_ddim_step, eta=eta), decode_noise=eta)

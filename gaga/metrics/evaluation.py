@@ -18,11 +18,12 @@ over up to `strain_molecules` random molecules, of which `mmff_typed` is the sha
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
 from gaga.data.molecules import MoleculeSet, to_molecule_set
-from gaga.metrics.bonds import BondRules, Bonds, atom_valences, bond_rules, encode_types, infer_bonds, stable_atoms
+from gaga.metrics.bonds import BondRules, atom_valences, bond_rules, encode_types, infer_bonds, stable_atoms
 from gaga.metrics.distributions import distribution_distances
 from gaga.metrics.geometry import GeometrySamples, geometry_from_bonds
 from gaga.metrics.rdkit_molecules import largest_fragment_smiles, rdkit_molecules
@@ -42,6 +43,15 @@ def geometry_samples(
     return geometry_from_bonds(rules.encoder, types, molecules.positions, molecules.offsets, bonds)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """`evaluate`'s result: the metrics, and the structure samples of the evaluated molecules that the w1_* metrics
+    compare with the reference (and that gaga.pictures.distributions plots)."""
+
+    metrics: dict[str, float]
+    geometry: GeometrySamples
+
+
 def evaluate_molecules(
     molecules: MoleculeSet | Iterable,
     dataset: str = "qm9",
@@ -52,7 +62,21 @@ def evaluate_molecules(
     seed: int = 0,
     source: str = "generated molecules",
 ) -> dict[str, float]:
-    """All metrics of a set of molecules as a flat dict of floats (fractions, not percent).
+    """All metrics of a set of molecules as a flat dict of floats (fractions, not percent): `evaluate`'s metrics."""
+    return evaluate(molecules, dataset, train_smiles, reference, progress, strain_molecules, seed, source).metrics
+
+
+def evaluate(
+    molecules: MoleculeSet | Iterable,
+    dataset: str = "qm9",
+    train_smiles: Iterable[str] | None = None,
+    reference: MoleculeSet | GeometrySamples | None = None,
+    progress: bool = True,
+    strain_molecules: int = STRAIN_MOLECULES,
+    seed: int = 0,
+    source: str = "generated molecules",
+) -> Evaluation:
+    """All metrics of a set of molecules (a flat dict of floats, fractions, not percent) and their structure samples.
 
     `molecules`: a MoleculeSet or (atomic numbers, positions in Angstrom) pairs, hydrogens included.
     Keys needing an input are left out without it: novelty (`train_smiles`), w1_* (`reference`).
@@ -65,7 +89,8 @@ def evaluate_molecules(
     stable = stable_atoms(types, atom_valences(bonds, len(types)), rules)
     built = rdkit_molecules(molecules, bonds, rules.rdkit_single_bonds, progress=progress, description="evaluating")
     valid_smiles = [largest_fragment_smiles(molecule) for molecule in built if molecule is not None]
-    fragments = fragments_per_molecule(molecules, bonds)
+    geometry = geometry_from_bonds(rules.encoder, types, molecules.positions, molecules.offsets, bonds)
+    fragments = geometry.fragments
     metrics = {
         "num_molecules": float(len(molecules)),
         "atom_stability": float(stable.mean()),
@@ -77,24 +102,10 @@ def evaluate_molecules(
     if reference is not None:
         if not isinstance(reference, GeometrySamples):
             reference = geometry_samples(reference, dataset)
-        generated = geometry_from_bonds(rules.encoder, types, molecules.positions, molecules.offsets, bonds)
-        metrics.update(distribution_distances(generated, reference))
+        metrics.update(distribution_distances(geometry, reference))
     if strain_molecules > 0:
         metrics.update(strain_metrics(molecules, rules, strain_molecules, seed))
-    return metrics
-
-
-def fragments_per_molecule(molecules: MoleculeSet, bonds: Bonds) -> np.ndarray:
-    """Number of connected pieces of each molecule's bond graph."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    num_atoms = len(molecules.atomic_numbers)
-    graph = coo_matrix((np.ones(len(bonds.first)), (bonds.first, bonds.second)), shape=(num_atoms, num_atoms))
-    _, labels = connected_components(graph, directed=False)
-    _, first_atom_of_piece = np.unique(labels, return_index=True)
-    molecule_of_piece = np.searchsorted(molecules.offsets, first_atom_of_piece, side="right") - 1
-    return np.bincount(molecule_of_piece, minlength=len(molecules))
+    return Evaluation(metrics, geometry)
 
 
 def smiles_metrics(valid_smiles: list[str], num_molecules: int, train_smiles: Iterable[str] | None) -> dict[str, float]:

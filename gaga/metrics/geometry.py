@@ -29,13 +29,15 @@ def bond_key(symbol_a: str, symbol_b: str, order: int) -> str:
 @dataclass(frozen=True)
 class GeometrySamples:
     """What distribution metrics compare: atoms per molecule, atoms per type, bond lengths (Angstrom) by bond
-    type and bond angles (degrees, between two bonds of one atom) by the centre atom's element."""
+    type, bond angles (degrees, between two bonds of one atom) by the centre atom's element, and the number of
+    connected pieces (fragments) of each molecule's bond graph."""
 
     encoder: AtomEncoder
     num_atoms: np.ndarray
     type_counts: np.ndarray
     bond_lengths: dict[str, np.ndarray]
     bond_angles: dict[str, np.ndarray]
+    fragments: np.ndarray
 
 
 def geometry_from_bonds(
@@ -74,7 +76,21 @@ def geometry_from_bonds(
         type_counts=np.bincount(types, minlength=num_types),
         bond_lengths=by_bond_type,
         bond_angles=by_centre_type,
+        fragments=fragments_per_molecule(offsets, bonds),
     )
+
+
+def fragments_per_molecule(offsets: np.ndarray, bonds: Bonds) -> np.ndarray:
+    """Number of connected pieces of each molecule's bond graph (atoms of molecule m: offsets[m]:offsets[m+1])."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    num_atoms = int(offsets[-1])
+    graph = coo_matrix((np.ones(len(bonds.first)), (bonds.first, bonds.second)), shape=(num_atoms, num_atoms))
+    _, labels = connected_components(graph, directed=False)
+    _, first_atom_of_piece = np.unique(labels, return_index=True)
+    molecule_of_piece = np.searchsorted(offsets, first_atom_of_piece, side="right") - 1
+    return np.bincount(molecule_of_piece, minlength=len(offsets) - 1)
 
 
 def _group(keys: np.ndarray, values: np.ndarray) -> dict[int, np.ndarray]:

@@ -32,7 +32,7 @@ from torch_geometric.data.data import BaseData
 from gaga import __version__
 from gaga.diffusion.forward import Normalizer, remove_mean
 from gaga.diffusion.losses import l2_loss, log_prob_num_atoms, nll_estimate
-from gaga.diffusion.samplers import FinalState, SamplerOutput, ancestral_sample, ddim_sample
+from gaga.diffusion.samplers import FinalState, FrameCallback, SamplerOutput, ancestral_sample, ddim_sample
 from gaga.diffusion.schedules import NoiseSchedule
 from gaga.gaussianity import (
     FEATURES,
@@ -504,13 +504,15 @@ class DiffusionBackbone(pl.LightningModule):
         use_ema: bool = True,
         generator: torch.Generator | None = None,
         on_step: Callable[[], None] | None = None,
+        keep_frame: FrameCallback | None = None,
     ) -> tuple[SamplerOutput, torch.Tensor]:
         """Molecules of the given sizes: (sampler output, per-atom molecule index).
 
         Starts at step `start` (default: T* for a GAGA model, T otherwise) from the closed-form Gaussian
         N(mu_start, v_start) (`start_variance`, `start_feature_mean`; the standard normal for a model trained
         without GAGA), with the zero-mean blocks projected, runs `reverse` to 0 and decodes with the backbone's
-        `decode`.
+        `decode`. `keep_frame`, when given, receives (step, pos, h) of the start state and of the chain's states
+        down to 0.
         """
         sampler = self.samplers[0] if sampler == "auto" else sampler
         if sampler not in self.samplers:
@@ -530,10 +532,14 @@ class DiffusionBackbone(pl.LightningModule):
         )
         if self.path_scale(start) != 1.0:
             z = z * self.path_scale(start)
-        output = self.reverse(z[:, :3], z[:, 3:], batch, start, sampler, stride, eta, use_ema, generator, on_step)
+        output = self.reverse(
+            z[:, :3], z[:, 3:], batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame
+        )
         return output, batch
 
-    def reverse(self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step) -> SamplerOutput:
+    def reverse(
+        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None
+    ) -> SamplerOutput:
         """The reverse-time chain from state (pos, h) at step `start` down to 0, then `decode`: EDM's samplers."""
         common = dict(
             denoiser=self.averaged("net", use_ema),
@@ -548,6 +554,7 @@ class DiffusionBackbone(pl.LightningModule):
             zero_mean_features=bool(self.hparams.zero_mean_features),
             generator=generator,
             on_step=on_step,
+            keep_frame=keep_frame,
         )
         return ancestral_sample(**common) if sampler == "ancestral" else ddim_sample(**common, eta=eta)
 

@@ -13,7 +13,7 @@ import torch
 from gaga.diffusion.flow_matching import integrate, integrate_adaptive, ode_nll, ot_couple, velocity_loss
 from gaga.diffusion.flow_path import LinearPath
 from gaga.diffusion.forward import remove_mean, sample_noise
-from gaga.diffusion.samplers import SamplerOutput
+from gaga.diffusion.samplers import FinalState, OneHotDecoder, SamplerOutput
 from gaga.models.base import DiffusionBackbone
 from gaga.models.build import build
 
@@ -106,8 +106,15 @@ class FlowMatching(DiffusionBackbone):
 
     # --- sampling ---------------------------------------------------------------------------------
 
-    def reverse(self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step) -> SamplerOutput:
-        """Integrate the learned ODE from step `start` to 0 (Euler / Heun on the strided grid, or adaptive)."""
+    def decode(self, final: FinalState, use_ema: bool = True) -> SamplerOutput:
+        """A state of the path read as atoms (coordinates in Angstrom, the argmax of the one-hot), as EDM's."""
+        return OneHotDecoder(self.normalizer)(final)
+
+    def reverse(
+        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None
+    ) -> SamplerOutput:
+        """Integrate the learned ODE from step `start` to 0 (Euler / Heun on the strided grid, or adaptive);
+        `keep_frame` receives (step, pos, h) at every step of the strided grid."""
         if stride < 1 or start % stride:
             raise ValueError(f"stride must be a positive divisor of the start step {start}, got {stride}")
         num_graphs = int(batch.max()) + 1
@@ -118,11 +125,15 @@ class FlowMatching(DiffusionBackbone):
 
         velocity = self.averaged("net", use_ema)
         pos, h = project(pos, h)
+        timesteps = self.schedule.timesteps
+        times = [step / timesteps for step in range(start, -1, -stride)]
+        at_step = None if keep_frame is None else lambda t, pos_t, h_t: keep_frame(round(t * timesteps), pos_t, h_t)
         if sampler == "adaptive":
-            pos, h, evaluations = integrate_adaptive(velocity, pos, h, batch, start / self.schedule.timesteps, project)
+            pos, h, evaluations = integrate_adaptive(
+                velocity, pos, h, batch, start / timesteps, project, keep_times=times, keep_frame=at_step
+            )
         else:
-            times = [step / self.schedule.timesteps for step in range(start, -1, -stride)]
-            pos, h, evaluations = integrate(velocity, pos, h, batch, times, sampler, project, on_step)
+            pos, h, evaluations = integrate(velocity, pos, h, batch, times, sampler, project, on_step, at_step)
         onehot, charges = self.normalizer.split(h)
         return SamplerOutput(
             pos=pos * self.normalizer.position_scale,
