@@ -73,9 +73,12 @@ def run_training(cfg: DictConfig) -> dict:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from gaga import tracking
+    from gaga.atomic_files import DigestError
     from gaga.checks import check_split_sizes
     from gaga.data.summary import data_summary
-    from gaga.sampling import read_checkpoint
+    from gaga.models.base import NonFiniteLossError
+    from gaga.nn.dynamics import NonFiniteOutputError
+    from gaga.sampling import CheckpointError, read_checkpoint
 
     _checked(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -96,6 +99,10 @@ def run_training(cfg: DictConfig) -> dict:
     log.info("set-up took %.1f s", time.perf_counter() - start)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    except DigestError as error:  # a damaged checkpoint to resume from (CheckpointIntegrity)
+        raise SystemExit(f"error: cannot resume: {error}") from None
+    except (NonFiniteLossError, NonFiniteOutputError, CheckpointError) as error:  # diverged: the message says what
+        raise SystemExit(f"error: at step {trainer.global_step}: {error}") from None
     except SIGTERMException:
         raise SystemExit(
             f"error: stopped by SIGTERM at step {trainer.global_step} (a pre-emption?); its checkpoint is last.ckpt: "
@@ -152,19 +159,22 @@ def run_sampling(cfg: DictConfig) -> dict:
     except CheckpointError as error:
         raise SystemExit(f"error: {error}") from None
     dataset = model.hparams.dataset["name"]
-    generated = generate(
-        model,
-        cfg.n_samples,
-        cfg.batch_size,
-        cfg.sampler,
-        cfg.stride,
-        cfg.start,
-        cfg.eta,
-        cfg.seed,
-        progress=interactive(),
-        chain=cfg.chain,
-        chain_frames=cfg.chain_frames,
-    )
+    try:
+        generated = generate(
+            model,
+            cfg.n_samples,
+            cfg.batch_size,
+            cfg.sampler,
+            cfg.stride,
+            cfg.start,
+            cfg.eta,
+            cfg.seed,
+            progress=interactive(),
+            chain=cfg.chain,
+            chain_frames=cfg.chain_frames,
+        )
+    except ValueError as error:  # start / stride / sampler the model cannot take
+        raise SystemExit(f"error: {error}") from None
     out = Path(cfg.paths.output_dir)
     write_sdf(out / "samples.sdf", generated.molecules, dataset=dataset.removesuffix("_noH"))
     write_xyz(out / "samples.xyz", generated.molecules)

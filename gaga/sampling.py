@@ -17,6 +17,7 @@ import torch
 import gaga
 from gaga.data.elements import AtomEncoder
 from gaga.data.molecules import MoleculeSet
+from gaga.nn.dynamics import NonFiniteOutputError
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,20 @@ def load_model(
             raise CheckpointError(str(error)) from None
         except (TypeError, ValueError) as error:
             raise CheckpointError(f"{path}: its hyper_parameters do not describe a gaga model: {error}") from None
+    broken = [
+        name
+        for name, value in checkpoint["state_dict"].items()
+        if value.is_floating_point() and not bool(value.isfinite().all())
+    ]
+    if broken:
+        raise CheckpointError(f"{path}: weights with NaN or infinite values ({', '.join(broken[:3])}); not sampled")
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
         raise CheckpointError(
             f"{path}: weights do not fit the network its hyper_parameters describe: {error}"
         ) from error
+    model.source = str(path)
     return model.to(device).eval()
 
 
@@ -258,16 +267,23 @@ def generate(
                 recorder = ChainRecorder(int(num_atoms[:chain].sum()), frame_steps(t_start, stride, chain_frames))
             _synchronize(model.device)
             clock = time.perf_counter()
-            output, _ = model.sample(
-                num_atoms,
-                sampler,
-                stride,
-                t_start,
-                eta,
-                generator=generator,
-                on_step=lambda: bar.update(1),
-                keep_frame=recorder if not sizes else None,
-            )
+            try:
+                output, _ = model.sample(
+                    num_atoms,
+                    sampler,
+                    stride,
+                    t_start,
+                    eta,
+                    generator=generator,
+                    on_step=lambda: bar.update(1),
+                    keep_frame=recorder if not sizes else None,
+                )
+            except NonFiniteOutputError as error:
+                source = getattr(model, "source", f"the model in training (step {model.global_step})")
+                raise CheckpointError(
+                    f"{source}: {error} while sampling from step {t_start}; its weights are broken (train again or "
+                    "take an earlier checkpoint)"
+                ) from None
             _synchronize(model.device)
             elapsed += time.perf_counter() - clock
             if recorder is not None and not sizes:

@@ -26,30 +26,33 @@ TABLE_FILE, PLOT_FILE = "tstar_sweep.csv", "tstar_sweep.png"
 
 
 def find(cfg: DictConfig):
-    """The evaluator's TStarResult for the configured data, backbone and gaga settings (cached)."""
+    """(the evaluator's TStarResult for the configured data, backbone and gaga settings (cached), the backbone's T);
+    ValueError saying what to change when the configuration has no T* to find."""
     from hydra.utils import instantiate
 
     from gaga.cli import _instantiate, build_model
 
     if not cfg.get("gaga") or "_target_" not in cfg.gaga:
-        raise SystemExit("error: gaga=off has no T* to find; pick an evaluator (gaga=dataset or gaga=per_molecule)")
+        raise ValueError("gaga=off has no T* to find; pick an evaluator (gaga=dataset or gaga=per_molecule)")
     callback = _instantiate(cfg.gaga)  # settings checked before the data load
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     model = build_model(cfg, datamodule)
-    model.check_truncatable()
+    model.check_truncatable(callback.features)
     if not model.gaussianity_ready:
-        raise SystemExit("error: this backbone's latents are final only after training its autoencoder; train it")
-    return callback.evaluate(datamodule, model)
+        raise ValueError("this backbone's latents are final only after training its autoencoder; train it")
+    return callback.evaluate(datamodule, model), model.schedule.timesteps
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="tstar", version_base="1.3")
 def main(cfg: DictConfig) -> int:
-    """Returns T* (the schedule's T when Gaussianity is never reached)."""
+    """Returns T* (the backbone's T when Gaussianity is never reached)."""
     quiet_third_party()
     start = time.perf_counter()
-    result = find(cfg)
-    timesteps = int(cfg.schedule.timesteps)
+    try:
+        result, timesteps = find(cfg)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     settings = result.settings
     say(
         log,

@@ -133,3 +133,11 @@ def test_cache_is_used_as_is_without_qm9pack(monkeypatch, tmp_path, small_source
     assert len(load_qm9(tmp_path)) == 90
     with pytest.raises(ModuleNotFoundError, match="pip install qm9pack"):
         load_qm9(tmp_path / "empty")
+
+
+def test_a_training_subset_samples_sizes_from_the_full_splits_p_n(qm9_train, tmp_path):
+    """data.subset.train trains on part of the split; p(N), which sampling draws from, stays the full split's."""
+    datamodule = MoleculeDataModule(QM9(DATA_DIR), subset={"train": 200}, stats_dir=tmp_path)
+    sizes, counts = np.unique(qm9_train.num_atoms, return_counts=True)
+    assert datamodule.statistics.num_atoms_hist == dict(zip(sizes.tolist(), counts.tolist(), strict=True))
+    assert len(datamodule.splits["train"]) == 200

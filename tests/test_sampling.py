@@ -162,3 +162,50 @@ def test_wandb_offline_gets_metrics_table_and_molecules(tmp_path, monkeypatch, b
     for name in ("molecules_png", "molecules_3d_png", "chain_png", "chain_gif"):
         assert any(p.name.startswith(name) for p in media), (name, media)
     assert any(p.suffix == ".gif" for p in media)
+
+
+@pytest.mark.parametrize("backbone", ["edm", "geoldm", "flow_matching"])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"start": 101}, r"start=101: sampling starts at a step in 1\.\.100"),
+        ({"start": 0}, r"start=0: sampling starts at a step in 1\.\.100"),
+        ({"start": 50, "stride": 3}, r"stride=3 must be a positive divisor of the start step 50 \(e\.g\. 1, 2, 5"),
+    ],
+)
+def test_sampling_refuses_a_start_or_stride_the_model_cannot_take(backbone, options, message):
+    _, model = tiny_setup(backbone)
+    with pytest.raises(ValueError, match=message):
+        model.sample(torch.tensor([3, 4]), **options)
+
+
+@pytest.mark.parametrize(
+    "backbone, options, message",
+    [
+        ("edm", {"sampler": "ancestral", "eta": 0.5}, r"eta=0.5: sampler=ancestral does not use it \(only ddim"),
+        ("flow_matching", {"sampler": "euler", "eta": 0.5}, r"eta=0.5: sampler=euler does not use it \(only no"),
+        ("flow_matching", {"sampler": "adaptive", "stride": 2}, r"stride=2: sampler=adaptive does not use it"),
+    ],
+)
+def test_samplers_refuse_options_they_do_not_use(backbone, options, message):
+    _, model = tiny_setup(backbone)
+    with pytest.raises(ValueError, match=message):
+        model.sample(torch.tensor([3, 4]), **options)
+
+
+def test_a_network_with_nan_weights_is_an_error_outside_training_never_finite_molecules(checkpoint, tmp_path):
+    """EDM's guard zeroes a NaN coordinate output in training; sampling and validation must refuse instead."""
+    path, _ = checkpoint
+    model = load_model(path)
+    with torch.no_grad():
+        for parameter in model.ema_net.parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(CheckpointError, match=r"model\.ckpt: the network's output is not finite .* while sampling"):
+        generate(model, 2, stride=10, progress=False)
+    broken = torch.load(path, weights_only=True)
+    for value in broken["state_dict"].values():
+        if value.is_floating_point():
+            value.fill_(float("nan"))
+    torch.save(broken, tmp_path / "nan.ckpt")
+    with pytest.raises(CheckpointError, match=r"nan\.ckpt: weights with NaN or infinite values"):
+        load_model(tmp_path / "nan.ckpt")

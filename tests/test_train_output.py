@@ -63,3 +63,23 @@ def test_bad_setting_fails_before_data_load(tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"^error: gaga.eps_ds=-1: gaga.eps_ds must be a number in \(0, 1\)"):
         run_training(cfg)
     assert "dataset qm9" not in capsys.readouterr().out  # the data summary comes after the data load
+
+
+def test_epoch_lines_print_val_nll_only_on_epochs_that_validated(capsys):
+    """Validating every 2nd epoch: epoch 1's line has no val/nll (Lightning still holds none, or a stale one),
+    epoch 2's has the value just measured."""
+    from gaga.callbacks.progress import EpochLines
+    from tests.conftest import quiet_trainer, tiny_setup
+
+    datamodule, model = tiny_setup(train=32)
+    trainer = quiet_trainer(
+        max_epochs=3,
+        check_val_every_n_epoch=2,
+        limit_val_batches=1,
+        callbacks=[EpochLines()],
+        enable_checkpointing=False,
+        enable_progress_bar=True,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [("val/nll" in line) for line in lines] == [False, True, False], lines

@@ -16,7 +16,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from gaga.atomic_files import DigestError, atomic_open, digest_path, verify_digest, write_digest
+from gaga.atomic_files import atomic_open, digest_path, verify_digest, write_digest
 
 log = logging.getLogger("gaga")
 
@@ -35,10 +35,8 @@ class DigestCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, stream)
 
     def load_checkpoint(self, path, *args, **kwargs) -> dict:
-        try:
-            verify_digest(path)
-        except DigestError as error:
-            raise SystemExit(f"error: cannot resume: {error}") from None
+        """The checkpoint, after its digest is checked (DigestError naming the file when it fails)."""
+        verify_digest(path)
         return super().load_checkpoint(path, *args, **kwargs)
 
     def remove_checkpoint(self, path) -> None:

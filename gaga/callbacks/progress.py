@@ -19,12 +19,18 @@ log = logging.getLogger("gaga")
 
 
 class EpochLines(ProgressBar):
-    """After each training epoch (and its validation): `epoch 3/10  train/loss 0.25  val/nll 61.4  (12.3 s)`."""
+    """After each training epoch (and its validation): `epoch 3/10  train/loss 0.25  val/nll 61.4  (12.3 s)`; val/
+    values only on epochs that validated (Lightning keeps the last ones, which would repeat)."""
 
     def __init__(self):
         super().__init__()
         self.enabled = True
         self._clock = time.perf_counter()
+        self._validated_epoch = -1  # the last epoch whose validation ran: other epochs print no val/ values
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
 
     def disable(self) -> None:
         self.enabled = False
@@ -38,7 +44,12 @@ class EpochLines(ProgressBar):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
             return
-        metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+        validated = self._validated_epoch == trainer.current_epoch
+        metrics = {
+            k: v
+            for k, v in self.get_metrics(trainer, pl_module).items()
+            if k != "v_num" and (validated or not k.startswith("val/"))
+        }
         values = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         total = "" if trainer.max_epochs in (None, -1) else f"/{trainer.max_epochs}"
         seconds = time.perf_counter() - self._clock

@@ -215,7 +215,9 @@ class MoleculeDataModule(pl.LightningDataModule):
         self.timings["load"] = time.perf_counter() - start
         start = time.perf_counter()
         rng = np.random.default_rng(self.seed)
+        self._molecules = molecules
         for name, indices in self.source.split(molecules).items():
+            indices_before_subset = indices
             if name in self.subset and self.subset[name] > len(indices):
                 raise ValueError(
                     f"data.subset.{name}={self.subset[name]} is larger than the {name} split of "
@@ -224,6 +226,8 @@ class MoleculeDataModule(pl.LightningDataModule):
                 )
             if name in self.subset and self.subset[name] < len(indices):
                 indices = np.sort(rng.choice(indices, self.subset[name], replace=False))
+            if name == "train":  # statistics (p(N) for sampling, type frequencies) describe the full split
+                self._full_train_indices = indices_before_subset
             split = molecules.subset(indices)
             if self.remove_h:
                 split = split.without_hydrogen()
@@ -236,18 +240,20 @@ class MoleculeDataModule(pl.LightningDataModule):
 
     @property
     def statistics(self) -> DatasetStatistics:
-        """Statistics of the full training split (not the subset), cached as JSON in `stats_dir`."""
+        """Statistics of the full training split, also when `data.subset.train` trains on part of it (so a model
+        samples molecule sizes from the dataset's p(N), not the subset's), cached as JSON in `stats_dir`."""
         if self._statistics is None:
             self.setup()
-            full = self.subset.get("train") is None
             path = self.stats_dir / f"stats_{self.source.cache_key()}{'_noH' if self.remove_h else ''}.json"
-            stats = DatasetStatistics.load(path) if full else None
+            stats = DatasetStatistics.load(path)
             if stats is None:
                 start = time.perf_counter()
-                stats = DatasetStatistics.compute(self.dataset_name, self.splits["train"], self.encoder)
+                full_train = self._molecules.subset(self._full_train_indices)
+                if self.remove_h:
+                    full_train = full_train.without_hydrogen()
+                stats = DatasetStatistics.compute(self.dataset_name, full_train, self.encoder)
                 self.timings["statistics"] = time.perf_counter() - start
-                if full:
-                    stats.save(path)
+                stats.save(path)
             self._statistics = stats
         return self._statistics
 

@@ -491,7 +491,12 @@ class DiffusionBackbone(pl.LightningModule):
         """Width F of the feature block the diffusion runs on."""
         return self.net.num_features
 
-    samplers: tuple[str, ...] = ("ancestral", "ddim")  # the first is the default (`sampler="auto"`)
+    # each sampler and the options it uses besides `start`; the first is the default (`sampler="auto"`)
+    sampler_options: dict[str, tuple[str, ...]] = {"ancestral": ("stride",), "ddim": ("stride", "eta")}
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        return tuple(self.sampler_options)
 
     @torch.no_grad()
     def sample(
@@ -521,6 +526,14 @@ class DiffusionBackbone(pl.LightningModule):
         num_atoms = num_atoms.to(device)
         batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=device), num_atoms)
         start = self.sampling_start if start is None else int(start)
+        check_start(start, stride, self.schedule.timesteps)
+        for option, value, default in (("stride", stride, 1), ("eta", eta, 0.0)):
+            if value != default and option not in self.sampler_options[sampler]:
+                users = [name for name, options in self.sampler_options.items() if option in options]
+                raise ValueError(
+                    f"{option}={value}: sampler={sampler} does not use it (only {', '.join(users) or 'no sampler'} "
+                    f"of {self.backbone_name} does); leave it at {default}"
+                )
         z = sample_reference_gaussian(
             batch,
             {POSITIONS: 3, FEATURES: self.feature_width},
@@ -578,6 +591,22 @@ class DiffusionBackbone(pl.LightningModule):
         norms = checkpoint.get("grad_norms", [INITIAL_GRAD_NORM])[-GRAD_NORM_WINDOW:]
         self.grad_norms = torch.tensor(norms, dtype=torch.float64, device=self.grad_norms.device)
         self.set_truncation(checkpoint["hyper_parameters"].get("gaga"))
+
+
+def check_start(start: int, stride: int, timesteps: int) -> None:
+    """ValueError naming the setting when sampling cannot start at step `start` with steps of `stride`."""
+    if not 1 <= start <= timesteps:
+        raise ValueError(
+            f"start={start}: sampling starts at a step in 1..{timesteps} (the model's T); use start=auto (T* with "
+            "GAGA), start=T or a step in that range"
+        )
+    if stride < 1 or start % stride:
+        divisors = [d for d in range(2, min(start, 10) + 1) if start % d == 0]
+        raise ValueError(
+            f"stride={stride} must be a positive divisor of the start step {start} (e.g. 1"
+            + "".join(f", {d}" for d in divisors)
+            + ")"
+        )
 
 
 def clipping_threshold(grad_norms: torch.Tensor) -> torch.Tensor:

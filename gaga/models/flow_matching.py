@@ -32,7 +32,7 @@ class FlowMatching(DiffusionBackbone):
     """
 
     backbone_name = "flow_matching"
-    samplers = ("euler", "heun", "adaptive")
+    sampler_options = {"euler": ("stride",), "heun": ("stride",), "adaptive": ()}
 
     def __init__(
         self,

@@ -22,8 +22,9 @@ class EGNNDynamics(nn.Module):
 
     on fully connected molecules (no self loops, no messages between molecules). :math:`\Pi` removes
     each molecule's mean, so :math:`\hat\epsilon_x` lives on the zero-CoM subspace. As in EDM the EGNN
-    also predicts a time column, which is dropped, and an output containing NaN is replaced by zeros
-    (for the whole batch). `zero_mean_features=True` also centres :math:`\hat\epsilon_h` per molecule,
+    also predicts a time column, which is dropped, and in training a coordinate output containing NaN is replaced
+    by zeros (for the whole batch); outside training a non-finite output raises NonFiniteOutputError.
+    `zero_mean_features=True` also centres :math:`\hat\epsilon_h` per molecule,
     as the GAGA reference code does.
 
     Defaults are EDM's published QM9 model (README command and `main_qm9.py` defaults): 256 features,
@@ -92,14 +93,28 @@ class EGNNDynamics(nn.Module):
         edge_index = fully_connected_edges(batch, num_graphs)
         h_in = torch.cat([h, time_per_atom.to(h.dtype).unsqueeze(1)], dim=1)
         h_out, pos_out = self.egnn(h_in, pos, edge_index)
-        eps_pos = _zero_if_nan(pos_out - pos)
-        eps_h = _zero_if_nan(h_out[:, : self.num_features])
+        eps_pos, eps_h = pos_out - pos, h_out[:, : self.num_features]
+        if not self.training:  # sampling and validation: a non-finite output is an error, never a silent zero
+            check_finite(eps_pos, eps_h)
+        eps_pos = _zero_if_nan(eps_pos)
         eps_pos = remove_mean(eps_pos, batch, num_graphs)
         if self.zero_mean_features:
             eps_h = remove_mean(eps_h, batch, num_graphs)
         return eps_pos, eps_h
 
 
+class NonFiniteOutputError(RuntimeError):
+    """The network returned NaN or infinite values outside training (its weights or inputs are broken)."""
+
+
+def check_finite(eps_pos: torch.Tensor, eps_h: torch.Tensor) -> None:
+    """NonFiniteOutputError unless both outputs are finite (one wait for the device)."""
+    if not bool(torch.isfinite(eps_pos).all() & torch.isfinite(eps_h).all()):
+        raise NonFiniteOutputError("the network's output is not finite (NaN or infinite)")
+
+
 def _zero_if_nan(x: torch.Tensor) -> torch.Tensor:
-    """EDM's NaN guard, without a host sync: the whole tensor becomes zero if any entry is NaN."""
+    """EDM's NaN guard on the coordinate output in training, without a host sync: the whole tensor becomes zero if
+    any entry is NaN (EDM also prints a warning; here the non-finite loss it leads to is skipped and logged). The
+    feature output is not guarded, as in EDM."""
     return torch.where(torch.isnan(x).any(), torch.zeros_like(x), x)
