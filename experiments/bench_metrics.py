@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gaga.config import DATA_DIR
 from gaga.data.qm9 import edm_split, load_qm9
 from gaga.metrics import evaluate_molecules, format_table
 from gaga.metrics.references import dataset_reference
@@ -27,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--molecules", type=int, default=10_000, help="random QM9 molecules to evaluate")
     parser.add_argument("--test-split", action="store_true", help="evaluate EDM's whole test split instead")
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

@@ -13,7 +13,7 @@ import csv
 import numpy as np
 import torch
 
-from gaga.config import REPO_ROOT
+from gaga.config import DATA_DIR
 from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.elements import QM9_ATOMS
 from gaga.data.qm9 import QM9, edm_split, load_qm9
@@ -41,7 +41,7 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
 
 
 def qm9_datamodule(batch_size: int = 64) -> MoleculeDataModule:
-    return MoleculeDataModule(QM9(REPO_ROOT / "data"), batch_size=batch_size)
+    return MoleculeDataModule(QM9(DATA_DIR), batch_size=batch_size)
 
 
 def backbone_config(backbone: str, hidden: int, layers: int) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench_setup import qm9_training_blocks
 
+from gaga.config import DATA_DIR
 from gaga.gaussianity import FEATURES, POSITIONS, GaussianitySettings, find_t_star
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", nargs="+", default=["dataset", "per_molecule"])
     parser.add_argument("--target", type=int, default=PAPER_T_STAR, help="T* whose eps values to report")
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--variance", default="auto", help="gaga.variance: auto, exact, paper or reference")
     parser.add_argument("--noise", choices=sorted(NOISE), default="model", help="blocks whose noise is zero-mean")
     parser.add_argument("--out", type=Path, default=None, help="save each result (JSON, CSV, PNG) under this folder")

@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from gaga.config import REPO_ROOT
+from gaga.config import DATA_DIR
 from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.sources import source_for
 from gaga.sampling import load_model
@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model(args.ckpt, backbone="geoldm")
     name = model.hparams.dataset["name"]
-    source = source_for(name.removesuffix("_noH"), REPO_ROOT / "data")
+    source = source_for(name.removesuffix("_noH"), DATA_DIR)
     datamodule = MoleculeDataModule(
         source, eval_batch_size=256, remove_h=name.endswith("_noH"), subset={"valid": args.molecules}
     )

@@ -21,6 +21,7 @@ import numpy as np
 from bench_setup import qm9_training_blocks, write_rows
 from scipy.stats import ks_2samp
 
+from gaga.config import DATA_DIR
 from gaga.gaussianity import FEATURES, POSITIONS, center_per_molecule
 from gaga.gaussianity.choice import VARIANCES, choose_variance
 
@@ -36,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", nargs="+", type=int, default=[450, 550, 650])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "experiments" / "results" / "start_gaussian.csv")
     args = parser.parse_args()
 

@@ -18,7 +18,7 @@ from dataclasses import replace
 import torch
 from bench_setup import backbone_config
 
-from gaga.config import REPO_ROOT
+from gaga.config import DATA_DIR
 from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.qm9 import QM9
 from gaga.gaussianity import GaussianitySettings, VarianceEstimate, find_t_star
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     subset = {"train": args.molecules} if args.molecules < 100_000 else {}
-    datamodule = MoleculeDataModule(QM9(REPO_ROOT / "data"), eval_batch_size=512, subset=subset)
+    datamodule = MoleculeDataModule(QM9(DATA_DIR), eval_batch_size=512, subset=subset)
     stats = datamodule.statistics
     dataset = {"name": "qm9", "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist}
     settings = GaussianitySettings(mode=args.mode)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from bench_setup import qm9_training_blocks, write_rows
 
+from gaga.config import DATA_DIR
 from gaga.gaussianity import FEATURES, POSITIONS, GaussianitySettings, find_t_star
 from gaga.gaussianity.blocks import SizeGroups
 from gaga.gaussianity.dataset_mode import dependence_null
@@ -121,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["null", "seeds", "eps"], choices=["null", "seeds", "eps"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "data")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "experiments" / "results")
     args = parser.parse_args()
     blocks, offsets, alpha_bar, _ = qm9_training_blocks(args.data_dir)

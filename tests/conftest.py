@@ -1,9 +1,15 @@
-"""Shared pytest fixtures: the real QM9 data (cached under <repo>/data) and its EDM split.
+"""Shared pytest fixtures: the real QM9 data and its EDM split, cached outside the checkout.
 
-The first test session on a machine parses qm9pack once (about 10 s); later ones load the cache.
+The first test session on a machine parses qm9pack once (about 10 s) into the user's cache folder ($GAGA_DATA_DIR,
+default ~/.cache/gaga, as an installed gaga); later sessions, and every clone, load it from there.
 """
 
+import os
 from pathlib import Path
+
+os.environ.setdefault(
+    "GAGA_DATA_DIR", str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gaga")
+)  # before gaga.config is imported: the tests' train.py runs and compose() resolve paths.data_dir to it
 
 import numpy as np
 import pytest
@@ -16,7 +22,7 @@ from gaga.diffusion.schedules import NoiseSchedule
 from gaga.models.build import build
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO_ROOT / "data"
+DATA_DIR = Path(os.environ["GAGA_DATA_DIR"])
 EDM_ALPHA_BAR = NoiseSchedule("polynomial_2", 1000, 1e-5).alpha_bar()  # EDM's QM9 schedule, alpha^2 for t = 0..T
 
 TINY_NET = {"_target_": "gaga.nn.EGNNDynamics", "hidden_nf": 16, "n_layers": 1}

@@ -43,7 +43,8 @@ def test_optuna_runs_two_trials_on_the_returned_metric(tmp_path):
     train_py(*TINY, "hparams_search=optuna", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path}")
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert results["name"] == "optuna" and isinstance(results["best_value"], float)  # val/nll of the best trial
-    assert set(results["best_params"]) == {"backbone.optimizer.lr", "backbone.ema_decay", "gaga.eps_ds"}
+    # T*-moving settings are not searched: an NLL bound at another T* is not comparable
+    assert set(results["best_params"]) == {"backbone.optimizer.lr", "backbone.ema_decay"}
     assert sorted(p.name for p in tmp_path.glob("[0-9]*")) == ["0", "1"]
 
 

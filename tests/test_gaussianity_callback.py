@@ -45,6 +45,15 @@ def test_auto_finds_caches_and_checkpoints_t_star(tmp_path, caplog):
     assert "T* from cache" in caplog.text and again.result.t_star == callback.result.t_star
 
 
+def test_a_new_evaluator_version_does_not_reuse_old_caches(tmp_path, monkeypatch):
+    import gaga.callbacks.gaussianity as module
+
+    fit_with(GaussianityCallback("auto", cache_dir=tmp_path / "cache", **SETTINGS), tmp_path)
+    monkeypatch.setattr(module, "EVALUATOR_VERSION", module.EVALUATOR_VERSION + 1)
+    fit_with(GaussianityCallback("auto", cache_dir=tmp_path / "cache", **SETTINGS), tmp_path)
+    assert len(list((tmp_path / "cache").glob("tstar_*.json"))) == 2
+
+
 def test_fixed_t_star_and_off(tmp_path):
     trainer, model = fit_with(GaussianityCallback(40, **SETTINGS), tmp_path)
     blocks, offsets = model.gaussianity_data(trainer.datamodule.ordered_loader("train"), progress=False)

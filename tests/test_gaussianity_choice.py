@@ -7,8 +7,9 @@ import pytest
 from gaga.callbacks.gaussianity import GaussianityCallback
 from gaga.data.elements import QM9_ATOMS
 from gaga.gaussianity import FEATURES, POSITIONS, marginal_variance, molecule_blocks
-from gaga.gaussianity.choice import choose_variance, start_variance
+from gaga.gaussianity.choice import choose_variance
 from tests.conftest import EDM_ALPHA_BAR as ALPHA_BAR
+from tests.conftest import tiny_setup
 from tests.test_gaussianity_callback import fit_with
 
 T_STAR = 550
@@ -41,13 +42,26 @@ def hand_start(choice, per_molecule):
     return start
 
 
+@pytest.fixture(scope="module")
+def edm_1000():
+    """A tiny EDM on EDM's QM9 schedule (polynomial_2, 1e-5, T = 1000): the sampler's start Gaussian as sampled."""
+    schedule = {"_target_": "gaga.diffusion.schedules.NoiseSchedule", "timesteps": 1000}
+    return tiny_setup(schedule=schedule)[1]
+
+
+def start_variance(model, start: dict, t: int) -> dict:
+    """The model's start variance per degree of freedom at step t with these start v_hat."""
+    model.set_truncation({"t_star": t, "v_hat": {"pos": start[POSITIONS], "h": start[FEATURES]}})
+    return dict(zip(BOTH, model.start_variance(t), strict=True))
+
+
 @pytest.mark.parametrize("choice", ["paper", "reference", "exact"])
-def test_start_variance_at_550_equals_hand_computation(molecules, choice):
+def test_start_variance_at_550_equals_hand_computation(molecules, choice, edm_1000):
     blocks, offsets, per_molecule = molecules
     _, start = choose_variance(blocks, offsets, choice, BOTH)
     expected = hand_start(choice, per_molecule)
     for b in BOTH:
-        assert start_variance(start, ALPHA_BAR[T_STAR])[b] == pytest.approx(expected[b], rel=1e-10), b
+        assert start_variance(edm_1000, start, T_STAR)[b] == pytest.approx(expected[b], rel=1e-6), b
 
 
 def test_tested_gaussian_of_each_choice(molecules):
@@ -68,12 +82,12 @@ def test_tested_gaussian_of_each_choice(molecules):
         choose_variance(blocks, offsets, "mine", BOTH)
 
 
-def test_reference_start_is_the_reference_codes_v550(qm9_train):
+def test_reference_start_is_the_reference_codes_v550(qm9_train, edm_1000):
     """QuJX/GAGA: dataset variance 0.848 and, in its own comment, v_550 = 0.9261."""
     blocks, offsets = molecule_blocks(qm9_train, QM9_ATOMS)
     _, start = choose_variance(blocks, offsets, "reference", BOTH)
     assert start[POSITIONS] == start[FEATURES] == pytest.approx(0.848, abs=0.001)
-    assert start_variance(start, ALPHA_BAR[T_STAR])[POSITIONS] == pytest.approx(0.9261, abs=0.0005)
+    assert start_variance(edm_1000, start, T_STAR)[POSITIONS] == pytest.approx(0.9261, abs=0.0005)
 
 
 @pytest.mark.parametrize("choice", ["paper", "reference"])

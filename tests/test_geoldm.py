@@ -1,5 +1,6 @@
 """GeoLDM on real QM9 subsets: autoencoder equivariance, reconstruction, the joint objective, samples, T* on latents."""
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -7,6 +8,7 @@ from scipy.spatial.transform import Rotation
 
 from gaga.callbacks.gaussianity import GaussianityCallback
 from gaga.diffusion.forward import remove_mean
+from gaga.gaussianity import find_t_star
 from gaga.models.base import weights_digest
 from gaga.nn import EquivariantDecoder, EquivariantEncoder
 from tests.conftest import quiet_trainer, tiny_setup
@@ -118,11 +120,19 @@ def cache_entries(folder) -> list[str]:
 def test_callback_finds_t_star_on_latents_and_caches_it_under_the_backbone(tmp_path):
     callback, model = _fit_with_gaga("geoldm", tmp_path)
     t_star = model.hparams.gaga["t_star"]
-    assert 0 < t_star <= 100 and model.t_max == t_star
-    # v_hat of the latent features is the latents' variance, not the atoms' (one-hot / 4 gives 0.0075)
     blocks, offsets = model.gaussianity_data(model.trainer.datamodule.ordered_loader("train"), progress=False)
     assert blocks["features"].shape[1] == model.hparams.latent_nf
-    assert model.hparams.gaga["v_hat"]["h"] != pytest.approx(0.0075, rel=0.2)
+    # T* is the evaluator's on the latents, not on the atoms (whose features are one-hot / 4)
+    settings = callback.evaluator_settings(model)
+    direct = find_t_star(blocks, offsets, model.schedule.alpha_bar(), settings, False)
+    assert direct.t_star == callback.result.t_star and direct.curves == callback.result.curves
+    assert t_star == model.t_max == direct.truncation_step(model.schedule.timesteps)
+    # v_hat of the latent features by hand: each molecule's unbiased variance over its value on zero-mean noise
+    sizes = np.diff(offsets)
+    molecules = np.split(blocks["features"], offsets[1:-1])
+    variance = np.mean([np.var(m.ravel(), ddof=1) for m in molecules])
+    noise = np.mean([m.shape[1] * (n - 1) / (m.size - 1) for m, n in zip(molecules, sizes, strict=True)])
+    assert model.hparams.gaga["v_hat"]["h"] == pytest.approx(variance / noise, rel=1e-9)
     assert len(cache_entries(tmp_path / "cache")) == 1
     _fit_with_gaga("geoldm", tmp_path, seed=1)  # another encoder: other latents, another cache entry
     _fit_with_gaga("edm", tmp_path)

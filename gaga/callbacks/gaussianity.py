@@ -27,6 +27,7 @@ from gaga.gaussianity import (
     find_t_star,
 )
 from gaga.gaussianity.choice import choose_variance
+from gaga.gaussianity.tstar import EVALUATOR_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class GaussianityCallback(pl.Callback):
 
     @staticmethod
     def _cache_key(data_identity: dict, model_identity: dict, settings: GaussianitySettings) -> str:
-        identity = {**data_identity, **model_identity, "settings": settings.to_dict()}
+        identity = {**data_identity, **model_identity, "settings": settings.to_dict(), "evaluator": EVALUATOR_VERSION}
         return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def _evaluate(self, training_arrays, pl_module, key: str, settings: GaussianitySettings) -> TStarResult:

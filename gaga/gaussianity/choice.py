@@ -50,8 +50,3 @@ def choose_variance(
         start = estimate_variance(blocks, offsets, "reference_rms", False, zero_com_blocks).data[POOLED]
         return test, {b: start for b in blocks}
     raise ValueError(f"gaga.variance={choice!r}; use one of {VARIANCES}")
-
-
-def start_variance(start: dict, alpha_bar_t: float) -> dict:
-    """Per-degree-of-freedom variance of the start Gaussian at a step: alpha_bar_t v_hat + 1 - alpha_bar_t."""
-    return {b: alpha_bar_t * v + 1.0 - alpha_bar_t for b, v in start.items()}

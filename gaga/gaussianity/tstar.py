@@ -21,6 +21,9 @@ from gaga.gaussianity.result import TStarResult
 from gaga.gaussianity.variance import VarianceEstimate, centre_kept_blocks
 
 MODES = ("dataset", "per_molecule")
+# the evaluator's version, part of every T* cache key: raise it whenever a change alters what find_t_star computes
+# for the same inputs, so that caches of the old evaluator are not reused (2: per-column moments of kept blocks)
+EVALUATOR_VERSION = 2
 DEFAULT_K = 3
 REFERENCE_GRID = tuple(range(300, 801, 50))
 

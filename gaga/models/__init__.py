@@ -1,1 +1,2 @@
-"""LightningModules that wire networks, schedules and losses (edm.py), and the _target_ builder (build.py)."""
+"""LightningModules of the backbones (edm.py, geoldm.py, flow_matching.py) on the shared interface of base.py, and
+the `_target_` builder (build.py) that rebuilds them from configs and checkpoints."""

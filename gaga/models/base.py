@@ -67,7 +67,7 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 1e-4, "weight_decay"
 #   zero_mean_features: zero-mean the diffused features (data and noise) per molecule, as GAGA needs;
 #   gaga: `{t_star, v_hat: {pos, h}}` when trained with truncation (set by the GaussianityCallback);
 #   seed: seed of the training and validation noise (each step's noise depends only on seed, rank and step);
-#   backbone: the backbone's name (checkpoints, sample.py's backbone= check); the class's own by default;
+#   backbone: the backbone's name (checkpoints, sample.py's expect_backbone= check); the class's own by default;
 #   compile: torch.compile the denoiser and its EMA copy for training and evaluation runs (`compile_denoiser`).
 SHARED_SETTINGS = {
     "normalizer": None,
@@ -105,7 +105,7 @@ class DiffusionBackbone(pl.LightningModule):
     net: torch.nn.Module
     # modules whose EMA copy (attribute `ema_<name>`) validation, sampling and checkpoints use
     averaged_modules: tuple[str, ...] = ("net",)
-    # name of the backbone in checkpoints and in sample.py's backbone= check
+    # name of the backbone in checkpoints and in sample.py's expect_backbone= check
     backbone_name: str = ""
     # whether the diffused state holds the normalised atom features themselves (EDM, flow matching), whose
     # charges column GAGA's closed form does not cover, or something else (GeoLDM's latents)
@@ -128,6 +128,13 @@ class DiffusionBackbone(pl.LightningModule):
             raise ValueError(f"backbone.compile must be true or false, got {self.hparams.compile!r}")
         self.hparams["backbone"] = self.hparams["backbone"] or self.backbone_name
         self.normalizer = Normalizer.from_config(self.hparams.normalizer)
+
+    def build_denoiser(self, net: dict, num_features: int) -> torch.nn.Module:
+        """The denoiser of config `net` for `num_features` feature columns, centring its feature output exactly when
+        the backbone centres its features (`zero_mean_features`: one setting, the backbone's; a `net` entry of that
+        name, which checkpoints before this change hold, is ignored)."""
+        config = {key: value for key, value in net.items() if key != "zero_mean_features"}
+        return build(config, num_features=num_features, zero_mean_features=bool(self.hparams.zero_mean_features))
 
     def finish_setup(self) -> None:
         """EMA copies, gradient-norm history, step clock and truncation; call at the end of a subclass's init."""

@@ -46,7 +46,7 @@ class EDM(DiffusionBackbone):
         self.num_atom_types = len(dataset["atom_symbols"])
         self.schedule = build(schedule)
         self.normalizer.check_against(self.schedule)
-        self.net = build(net, num_features=self.normalizer.num_features(self.num_atom_types))
+        self.net = self.build_denoiser(net, self.normalizer.num_features(self.num_atom_types))
         self.feature_nll = OneHotLikelihood(self.normalizer)
         self.finish_setup()
 

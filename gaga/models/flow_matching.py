@@ -49,7 +49,7 @@ class FlowMatching(DiffusionBackbone):
         self.save_hyperparameters()
         self.apply_settings()
         self.schedule = build(schedule) if schedule else LinearPath()
-        self.net = build(net, num_features=self.normalizer.num_features(len(dataset["atom_symbols"])))
+        self.net = self.build_denoiser(net, self.normalizer.num_features(len(dataset["atom_symbols"])))
         self.finish_setup()
 
     def diffusion_state(self, batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -64,7 +64,7 @@ class GeoLDM(DiffusionBackbone):
         self.encoder = build(encoder, num_features=num_features, latent_nf=latent_nf)
         self.encoder.requires_grad_(autoencoder_epochs > 0)  # trained only in the two-stage option's first stage
         self.decoder = build(decoder, num_features=num_features, latent_nf=latent_nf)
-        self.net = build(net, num_features=latent_nf)
+        self.net = self.build_denoiser(net, latent_nf)
         self.feature_nll = GaussianLikelihood()
         self.finish_setup()
 
