@@ -28,7 +28,7 @@ from bench_setup import add_network_options, qm9_datamodule, qm9_model
 from bench_speed import Arm, forward_flops, peak_memory_mib, rate_text, reset_peak_memory, synchronize
 
 import gaga
-from gaga.sampling import load_model
+from gaga.models.checkpoints import load_model
 
 CHAINS = (("ancestral", 1), ("ddim", 2))
 

@@ -26,7 +26,7 @@ from torch_geometric.loader import DataLoader
 
 from gaga.data.datamodule import EpochBatchSampler, EpochShuffleSampler
 from gaga.diffusion.losses import l2_loss, nll_estimate
-from gaga.sampling import load_model
+from gaga.models.checkpoints import load_model
 
 PLANS = {"shuffled": False, "bucketed": True}
 

@@ -96,7 +96,8 @@ def sample_row(label: str, checkpoint: Path, args, sampler: str = "ancestral", s
     Each row is kept beside its checkpoint, so a rerun (after a kill, or with more rows) samples only what is new.
     """
     from gaga.metrics import evaluate_molecules
-    from gaga.sampling import generate, load_model
+    from gaga.models.checkpoints import load_model
+    from gaga.sampling import generate
 
     kept = checkpoint.parent.parent / f"row_{label.replace(' ', '_')}_{sampler}{stride}_{args.samples}.json"
     if kept.is_file():
@@ -135,7 +136,7 @@ def start_gaussian_rows(checkpoint: Path, args) -> list[dict]:
 
     from gaga.gaussianity import FEATURES, POSITIONS
     from gaga.gaussianity.choice import choose_variance
-    from gaga.sampling import read_checkpoint
+    from gaga.models.checkpoints import read_checkpoint
 
     t_star = read_checkpoint(checkpoint)["hyper_parameters"]["gaga"]["t_star"]
     blocks, offsets, _, _ = qm9_training_blocks(REPO_ROOT / "data")
@@ -210,7 +211,7 @@ def extra_rows(checkpoints: dict[str, Path], args) -> list[dict]:
     """The control from GAGA's start, DDIM stride 2, and the GAGA model from each variance choice's start."""
     rows = []
     if "control" in checkpoints and "gaga_auto" in checkpoints:
-        from gaga.sampling import read_checkpoint
+        from gaga.models.checkpoints import read_checkpoint
 
         found = read_checkpoint(checkpoints["gaga_auto"])["hyper_parameters"]["gaga"]
         rows.append(sample_row(f"control from T*={found['t_star']}", checkpoints["control"], args, truncation=found))

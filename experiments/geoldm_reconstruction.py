@@ -15,7 +15,7 @@ import torch
 from gaga.config import DATA_DIR
 from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.sources import source_for
-from gaga.sampling import load_model
+from gaga.models.checkpoints import load_model
 
 
 def main() -> None:

@@ -148,7 +148,8 @@ def sample_row(args, arm: str, milestone: int, checkpoint: Path, truncation: dic
     if kept.is_file():
         return json.loads(kept.read_text())
     from gaga.metrics import evaluate_molecules
-    from gaga.sampling import generate, load_model
+    from gaga.models.checkpoints import load_model
+    from gaga.sampling import generate
 
     model = load_model(checkpoint, "cpu")
     if truncation is not None:
@@ -175,7 +176,7 @@ def sample_row(args, arm: str, milestone: int, checkpoint: Path, truncation: dic
 
 
 def truncation_of(checkpoint: Path) -> dict:
-    from gaga.sampling import read_checkpoint
+    from gaga.models.checkpoints import read_checkpoint
 
     return read_checkpoint(checkpoint)["hyper_parameters"]["gaga"]
 

@@ -76,9 +76,9 @@ def run_training(cfg: DictConfig) -> dict:
     from gaga.atomic_files import DigestError
     from gaga.checks import check_split_sizes
     from gaga.data.summary import data_summary
-    from gaga.models.base import NonFiniteLossError
+    from gaga.models.checkpoints import CheckpointError, read_checkpoint
+    from gaga.models.gradient_guard import NonFiniteLossError
     from gaga.nn.dynamics import NonFiniteOutputError
-    from gaga.sampling import CheckpointError, read_checkpoint
 
     _checked(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -150,7 +150,8 @@ def run_sampling(cfg: DictConfig) -> dict:
 
     from gaga.atomic_files import write_text_atomically
     from gaga.io import write_sdf, write_xyz
-    from gaga.sampling import CheckpointError, generate, load_model
+    from gaga.models.checkpoints import CheckpointError, load_model
+    from gaga.sampling import generate
 
     _checked(cfg)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

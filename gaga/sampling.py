@@ -1,116 +1,24 @@
-"""Load a trained model safely and generate molecules from it, timing the sampling loop alone.
+"""Generate molecules from a trained model, timing the sampling loop alone, and keep denoising chains.
 
-Used by sample.py and by the sample-quality callback; plain torch (no Hydra), so it runs on the GPU machine.
+Used by sample.py and by the sample-quality callback; plain torch (no Hydra), so it runs on the GPU machine. Models
+are loaded by gaga.models.checkpoints.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-import gaga
 from gaga.data.elements import AtomEncoder
 from gaga.data.molecules import MoleculeSet
+from gaga.models.checkpoints import CheckpointError
 from gaga.nn.dynamics import NonFiniteOutputError
 
 log = logging.getLogger(__name__)
-
-
-# checkpoints written before backbones recorded their class name it by its `backbone` hyperparameter
-LEGACY_BACKBONE_TARGETS = {"edm": "gaga.models.edm.EDM"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be sampled from here; the message says why and what to do."""
-
-
-def read_checkpoint(path: str | Path, backbone: str | None = None, dataset: str | None = None) -> dict:
-    """The contents of a gaga checkpoint, read with `torch.load(weights_only=True)` (no code runs from the file),
-    after its recorded digest (when it has one) is checked; CheckpointError saying why it cannot be used.
-
-    `backbone` / `dataset`, when given, must match what the checkpoint was trained as.
-    """
-    from gaga.atomic_files import DigestError, verify_digest
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; pass ckpt=PATH to a .ckpt written by train.py")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: the file is empty; pass a .ckpt written by train.py")
-    try:
-        verify_digest(path)
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except DigestError as error:
-        raise CheckpointError(str(error)) from None
-    except Exception as error:  # unpickling refused or file damaged; torch's own advice (weights_only=False) is unsafe
-        raise CheckpointError(f"{path}: not a loadable gaga checkpoint: {_unreadable_reason(error)}") from None
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    version = checkpoint.get("gaga_version") if isinstance(checkpoint, dict) else None
-    if not hparams or "state_dict" not in checkpoint or version is None:
-        raise CheckpointError(f"{path}: not written by gaga's train.py (no hyper_parameters / gaga_version)")
-    if version.split(".")[0] != gaga.__version__.split(".")[0]:
-        raise CheckpointError(
-            f"{path}: written by gaga {version}, this is gaga {gaga.__version__} (major versions differ)"
-        )
-    found = {"backbone": hparams.get("backbone"), "dataset": hparams["dataset"]["name"]}
-    for key, wanted in (("backbone", backbone), ("dataset", dataset)):
-        if wanted is not None and found[key] != wanted:
-            raise CheckpointError(
-                f"{path}: a {found[key]} {key} checkpoint, but {key}={wanted} was asked for; pass a checkpoint "
-                f"of {key} {wanted}, or ask for {found[key]}"
-            )
-    return checkpoint
-
-
-def load_model(
-    path: str | Path, device: str | torch.device = "cpu", backbone: str | None = None, dataset: str | None = None
-):
-    """The model of a gaga checkpoint (see `read_checkpoint`), rebuilt from its class (`backbone_target`) and
-    stored hyperparameters."""
-    from gaga.models.build import UntrustedTargetError, build, check_targets, only_gaga_targets
-
-    checkpoint = read_checkpoint(path, backbone, dataset)
-    hparams = checkpoint["hyper_parameters"]
-    target = checkpoint.get("backbone_target") or LEGACY_BACKBONE_TARGETS.get(hparams.get("backbone"))
-    if not isinstance(target, str) or not target.startswith("gaga.models."):
-        raise CheckpointError(f"{path}: names no gaga backbone class (backbone_target={target!r})")
-    with only_gaga_targets(str(path)):
-        try:
-            check_targets(hparams, str(path))
-            model = build({"_target_": target, **hparams})
-        except UntrustedTargetError as error:
-            raise CheckpointError(str(error)) from None
-        except (TypeError, ValueError) as error:
-            raise CheckpointError(f"{path}: its hyper_parameters do not describe a gaga model: {error}") from None
-    broken = [
-        name
-        for name, value in checkpoint["state_dict"].items()
-        if value.is_floating_point() and not bool(value.isfinite().all())
-    ]
-    if broken:
-        raise CheckpointError(f"{path}: weights with NaN or infinite values ({', '.join(broken[:3])}); not sampled")
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{path}: weights do not fit the network its hyper_parameters describe: {error}"
-        ) from error
-    model.source = str(path)
-    return model.to(device).eval()
-
-
-def _unreadable_reason(error: Exception) -> str:
-    """One line on why torch.load(weights_only=True) refused a file, without torch's advice to load it unsafely."""
-    refused = re.search(r"GLOBAL (\S+)", str(error))
-    if refused:
-        return f"it holds Python objects ({refused.group(1)}), and gaga never runs code from a checkpoint file"
-    return "not a file written by torch.save, or a damaged one (train.py writes .ckpt files)"
 
 
 @dataclass

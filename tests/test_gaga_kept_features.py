@@ -29,7 +29,7 @@ from gaga.gaussianity import (
     sample_reference_gaussian,
 )
 from gaga.gaussianity.choice import choose_variance
-from gaga.sampling import load_model
+from gaga.models.checkpoints import load_model
 from tests.conftest import EDM_ALPHA_BAR, tiny_setup
 from tests.train_runs import TINY_FIT
 

@@ -11,7 +11,8 @@ from gaga.callbacks.sample_quality import SampleQualityCallback
 from gaga.cli import run_sampling
 from gaga.config import REPO_ROOT, compose
 from gaga.io import read_sdf, read_xyz
-from gaga.sampling import CheckpointError, generate, load_model
+from gaga.models.checkpoints import CheckpointError, load_model
+from gaga.sampling import generate
 from tests.conftest import quiet_trainer, tiny_setup
 
 
@@ -77,7 +78,7 @@ def test_checkpoint_errors(checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="not a loadable gaga checkpoint"):
         load_model(tmp_path / "junk.ckpt")
     torch.save({"model": CheckpointError("a pickled object")}, tmp_path / "objects.ckpt")
-    with pytest.raises(CheckpointError, match=r"holds Python objects \(gaga.sampling.CheckpointError\)"):
+    with pytest.raises(CheckpointError, match=r"holds Python objects \(gaga.models.checkpoints.CheckpointError\)"):
         load_model(tmp_path / "objects.ckpt")
     checkpoint_dict = torch.load(path, weights_only=True)
     checkpoint_dict["gaga_version"] = "9.0.0"

@@ -54,7 +54,7 @@ def test_adaptive_clipping_on_the_device_is_edms():
         model.configure_gradient_clipping(None)
         for p, g in zip(params, expected, strict=True):
             torch.testing.assert_close(p.grad, g, rtol=1e-6, atol=0)
-        np.testing.assert_allclose(model.grad_norms.numpy(), queue.items[::-1], rtol=1e-12)
+        np.testing.assert_allclose(model.gradient_guard.grad_norms.numpy(), queue.items[::-1], rtol=1e-12)
         clipped_steps += norm > max_norm
     assert clipped_steps == 3  # the three spikes, once the seed 3000 has left the 50-step window
 

@@ -13,10 +13,10 @@ from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.qm9 import QM9
 from gaga.diffusion.losses import l2_loss
 from gaga.models.base import split_by_step
+from gaga.models.checkpoints import load_model
 from gaga.models.edm import EDM, NonFiniteLossError
 from gaga.models.flow_matching import FlowMatching
 from gaga.models.geoldm import GeoLDM
-from gaga.sampling import load_model
 from tests.conftest import DATA_DIR, quiet_trainer, tiny_setup
 
 
@@ -118,10 +118,10 @@ def test_nonfinite_loss_skips_then_stops():
         model.net.egnn.embedding_out.bias[0] = float("inf")  # a diverged network
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     moments = {k: v.clone() for k, v in optimizer.state[model.net.egnn.embedding.weight].items()}
-    norms = model.grad_norms.clone()
+    norms = model.gradient_guard.grad_norms.clone()
     for step in (1, 2):
         assert not torch.isfinite(optimisation_step(model, optimizer, batch, step))
-    assert model.nonfinite_total == 2 and torch.equal(model.grad_norms, norms)
+    assert model.gradient_guard.total == 2 and torch.equal(model.gradient_guard.grad_norms, norms)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, weights[name], msg=name, equal_nan=True)
     for name, value in optimizer.state[model.net.egnn.embedding.weight].items():

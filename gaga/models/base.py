@@ -15,12 +15,10 @@ Lightning reads values anyway. Validation and test NLLs run in float32 whatever 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import inspect
 import logging
 import math
-import time
 import warnings
 from collections.abc import Callable
 
@@ -29,7 +27,6 @@ import pytorch_lightning as pl
 import torch
 from torch_geometric.data.data import BaseData
 
-from gaga import __version__
 from gaga.diffusion.forward import Normalizer, remove_mean
 from gaga.diffusion.losses import l2_loss, log_prob_num_atoms, nll_estimate
 from gaga.diffusion.samplers import FinalState, FrameCallback, SamplerOutput, ancestral_sample, ddim_sample
@@ -43,16 +40,15 @@ from gaga.gaussianity import (
     sample_reference_gaussian,
 )
 from gaga.models.build import build
+from gaga.models.checkpoints import add_entries
+from gaga.models.ema import add_averages, update_averages
+from gaga.models.gradient_guard import GradientGuard
+from gaga.models.step_log import StepLog
 from gaga.nn.graph import float32
 
 log = logging.getLogger(__name__)
 # Lightning says, on every fit with a datamodule, that it uses the module's `transfer_batch_to_device` (below)
 warnings.filterwarnings("ignore", message="You have overridden `transfer_batch_to_device` in `LightningModule`")
-
-# EDM seeds its queue of recent gradient norms with 3000: the first clipping threshold, 1.5 * 3000 + 2 * 0,
-# is far above any real norm, so early steps are never clipped; the value then leaves the 50-step window.
-INITIAL_GRAD_NORM = 3000.0
-GRAD_NORM_WINDOW = 50
 
 # AdamW as EDM and GeoLDM train (lr 1e-4, weight decay 1e-12, AMSGrad); a config may name another optimiser.
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 1e-4, "weight_decay": 1e-12, "amsgrad": True}
@@ -81,10 +77,6 @@ SHARED_SETTINGS = {
     "backbone": None,
     "compile": False,
 }
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive training steps with a NaN or infinite loss."""
 
 
 class DiffusionBackbone(pl.LightningModule):
@@ -137,20 +129,12 @@ class DiffusionBackbone(pl.LightningModule):
         return build(config, num_features=num_features, zero_mean_features=bool(self.hparams.zero_mean_features))
 
     def finish_setup(self) -> None:
-        """EMA copies, gradient-norm history, step clock and truncation; call at the end of a subclass's init."""
-        for name in self.averaged_modules:
-            averaged = copy.deepcopy(getattr(self, name)).requires_grad_(False) if self.hparams.ema_decay > 0 else None
-            setattr(self, f"ema_{name}", averaged)
+        """EMA copies, gradient guard, step log and truncation; call at the end of a subclass's init."""
+        add_averages(self, self.averaged_modules, self.hparams.ema_decay)
         self.num_atoms_hist = {int(k): int(v) for k, v in self.hparams.dataset["num_atoms_hist"].items()}
-        # EDM's queue of the last 50 (clipped) gradient norms, oldest first, kept on the model's device
-        self.register_buffer("grad_norms", torch.tensor([INITIAL_GRAD_NORM], dtype=torch.float64), persistent=False)
-        self.nonfinite_in_a_row = 0
-        self.nonfinite_total = 0
+        self.gradient_guard = GradientGuard()
+        self.step_log = StepLog()
         self._step_loss = torch.zeros(())  # this step's loss, checked once the gradient exists
-        self._grad_norm = torch.zeros(())
-        self._step_skipped = False
-        self._clock = (time.perf_counter(), 0)  # (time, global step) of the last logged step rate
-        self._latest: dict[str, torch.Tensor] = {}  # the other training terms' latest values in this epoch
         self._compiled = False
         self.set_truncation(self.hparams.gaga)
 
@@ -338,95 +322,30 @@ class DiffusionBackbone(pl.LightningModule):
         loss = terms["loss"].mean()
         self._step_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.num_graphs)
-        self._keep_latest(terms, batch_idx)
-        if self._reads_logs(batch_idx):
-            self._log_details(batch.num_graphs)
+        self.step_log.after_step(self, terms, batch_idx, batch.num_graphs)
         return loss
 
-    def _keep_latest(self, terms: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Each other term's latest value in this epoch, on the device: its mean over the molecules it covers, or,
-        when it covers none in this step, its value from the last step that had some (what Lightning logs for a
-        value last logged a few steps before)."""
-        if batch_idx == 0:
-            self._latest = {}
-        for name, value in terms.items():
-            if name != "loss":
-                mean, previous = value.detach().nanmean(), self._latest.get(name)
-                self._latest[name] = mean if previous is None else torch.where(mean.isnan(), previous, mean)
-
-    def _reads_logs(self, batch_idx: int) -> bool:
-        """Whether Lightning reads the logged values to the host after this step: its logging steps and each
-        epoch's last step (whose values `callback_metrics` keeps). Without a trainer nothing is logged."""
-        trainer = self._trainer
-        if trainer is None:
-            return False
-        logging_step = (self.global_step + 1) % trainer.log_every_n_steps == 0
-        return logging_step or batch_idx + 1 == trainer.num_training_batches or bool(trainer.fast_dev_run)
-
-    def _log_details(self, num_graphs: int) -> None:
-        """The other terms' latest values (left out while a term has covered no molecule in this epoch) and the
-        training steps per second since the last logged rate."""
-        for name, value in self._latest.items():
-            if bool(torch.isfinite(value)):
-                self.log(f"train/{name}", value, batch_size=num_graphs)
-        now, steps = time.perf_counter(), self.global_step + 1 - self._clock[1]
-        if steps > 0:
-            self.log("train/steps_per_s", steps / max(now - self._clock[0], 1e-9))
-        self._clock = (now, self.global_step + 1)
-
     def on_train_start(self) -> None:
-        self._clock = (time.perf_counter(), self.global_step)
+        self.step_log.start(self.global_step)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Skip a step whose loss or gradient norm is not finite, deciding with one wait for the device."""
-        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
-        self._grad_norm = torch.nn.utils.get_total_norm(grads).to(self._step_loss.device)
-        self._step_skipped = not bool(torch.isfinite(self._step_loss) & torch.isfinite(self._grad_norm))
-        if not self._step_skipped:
-            self.nonfinite_in_a_row = 0
-            return
-        for parameter in self.trainable_parameters():
-            parameter.grad = None  # the optimiser leaves parameters without a gradient, and their state, untouched
-        self.nonfinite_in_a_row += 1
-        self.nonfinite_total += 1
-        self.log("train/nonfinite_steps", float(self.nonfinite_total))
-        log.warning(
-            "step %d: loss %s, gradient norm %s; step skipped (%d in a row)",
-            self.global_step,
-            float(self._step_loss),
-            float(self._grad_norm),
-            self.nonfinite_in_a_row,
-        )
-        if self.nonfinite_in_a_row >= self.hparams.max_consecutive_nonfinite:
-            raise NonFiniteLossError(
-                f"{self.nonfinite_in_a_row} training steps in a row had a non-finite loss or gradient; stopping. "
-                "Lower the learning rate (backbone.optimizer.lr), keep adaptive_clipping on, or resume from the last "
-                "checkpoint (its weights are finite)."
-            )
+        limit = self.hparams.max_consecutive_nonfinite
+        if self.gradient_guard.check(self._step_loss, self.trainable_parameters(), self.global_step, limit):
+            self.log("train/nonfinite_steps", float(self.gradient_guard.total))
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """EDM's adaptive clipping at 1.5 x mean + 2 x std of the last 50 (clipped) gradient norms, on the device."""
-        if self._step_skipped:
+        """EDM's adaptive clipping (GradientGuard.clip), or Lightning's without `adaptive_clipping`; none if skipped."""
+        if self.gradient_guard.skipped:
             return
         if not self.hparams.adaptive_clipping:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
-        grad_norm = self._grad_norm
-        max_norm = clipping_threshold(self.grad_norms)
-        # torch's clip_grad_norm_: gradients times min(max_norm / (norm + 1e-6), 1), without reading max_norm
-        scale = torch.clamp((grad_norm + 1e-6).reciprocal() * max_norm.float(), max=1.0)
-        torch._foreach_mul_([p.grad for p in self.trainable_parameters() if p.grad is not None], scale)
-        clipped = torch.minimum(grad_norm.double(), max_norm)
-        self.grad_norms = torch.cat([self.grad_norms, clipped.reshape(1)])[-GRAD_NORM_WINDOW:]
-        self.log_dict({"train/grad_norm": grad_norm, "train/grad_clipped": (grad_norm > max_norm).float()})
+        self.log_dict(self.gradient_guard.clip(self.trainable_parameters()))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.hparams.ema_decay <= 0 or self._step_skipped:
-            return
-        with torch.no_grad():
-            for name in self.averaged_modules:
-                averaged, current = getattr(self, f"ema_{name}").parameters(), getattr(self, name).parameters()
-                torch._foreach_lerp_(list(averaged), list(current), 1.0 - self.hparams.ema_decay)
+        if not self.gradient_guard.skipped:
+            update_averages(self, self.averaged_modules, self.hparams.ema_decay)
 
     def configure_optimizers(self):
         """The optimiser of `optimizer` (a `_target_` config, `_partial_: true`: completed here with the trainable
@@ -581,22 +500,12 @@ class DiffusionBackbone(pl.LightningModule):
     # --- checkpoints --------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Plain-dict hyperparameters (loadable with weights_only=True), the class to rebuild, never a NaN weight."""
-        bad = [
-            name
-            for name, value in checkpoint["state_dict"].items()
-            if value.is_floating_point() and not value.isfinite().all()
-        ]
-        if bad:
-            raise NonFiniteLossError(f"refusing to write a checkpoint with non-finite weights: {bad[:3]}")
-        checkpoint["hyper_parameters"] = plain(dict(self.hparams))
-        checkpoint["backbone_target"] = f"{type(self).__module__}.{type(self).__qualname__}"
-        checkpoint["gaga_version"] = __version__
-        checkpoint["grad_norms"] = self.grad_norms.tolist()
+        """Plain-data hyperparameters and the entries gaga adds (gaga.models.checkpoints); never a NaN weight."""
+        add_entries(checkpoint, self)
+        checkpoint["grad_norms"] = self.gradient_guard.state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        norms = checkpoint.get("grad_norms", [INITIAL_GRAD_NORM])[-GRAD_NORM_WINDOW:]
-        self.grad_norms = torch.tensor(norms, dtype=torch.float64, device=self.grad_norms.device)
+        self.gradient_guard.load_state(checkpoint.get("grad_norms"))
         self.set_truncation(checkpoint["hyper_parameters"].get("gaga"))
 
 
@@ -614,11 +523,6 @@ def check_start(start: int, stride: int, timesteps: int) -> None:
             + "".join(f", {d}" for d in divisors)
             + ")"
         )
-
-
-def clipping_threshold(grad_norms: torch.Tensor) -> torch.Tensor:
-    """EDM's gradient-clipping threshold from its queue of recent norms: 1.5 x mean + 2 x (population) std."""
-    return 1.5 * grad_norms.mean() + 2 * grad_norms.std(correction=0)
 
 
 def split_by_step(loss: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -645,12 +549,3 @@ def _per_column(value) -> float | list[float]:
     if isinstance(value, list | tuple) or type(value).__name__ == "ListConfig":
         return [float(v) for v in value]
     return float(value)
-
-
-def plain(value):
-    """OmegaConf containers and tuples -> builtin dicts and lists, recursively."""
-    if hasattr(value, "items"):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple) or type(value).__name__ == "ListConfig":
-        return [plain(v) for v in value]
-    return value

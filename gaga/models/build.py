@@ -5,7 +5,7 @@ Checkpoints store their network and schedule as such dicts, so sample.py rebuild
 installed (the GPU machine has no Hydra). A checkpoint is a file from anyone, so while one is rebuilt
 (`only_gaga_targets`), every `_target_` that `build` reaches, however deeply nested, must name a callable defined in
 a `gaga.` module; anything else is refused before it is imported, so nothing of the file's choosing runs.
-`check_targets` reads a whole file's configs first, so that the refusal names the key.
+gaga.models.checkpoints reads a whole file's configs first, so that its refusal names the key.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping
 # the key path of the file being rebuilt (e.g. "outputs/x.ckpt"), or None when configs are trusted (Hydra's)
 _untrusted_source: contextvars.ContextVar[str | None] = contextvars.ContextVar("untrusted_source", default=None)
 TRUSTED_PACKAGE = "gaga."
-OPTIMIZER_PACKAGE = "torch.optim."
 
 
 class UntrustedTargetError(ValueError):
@@ -36,28 +35,6 @@ def only_gaga_targets(source: str) -> Iterator[None]:
         _untrusted_source.reset(token)
 
 
-def check_targets(config, source: str, key: str = "") -> None:
-    """UntrustedTargetError naming `source` and the key path of the first `_target_` in `config` outside gaga.
-
-    The one exception is the optimiser (`optimizer._target_`, a `torch.optim.` class): a model builds it only when
-    it trains, from the training config, never while it is rebuilt from a file.
-    """
-    if isinstance(config, Mapping):
-        target = config.get("_target_")
-        allowed = OPTIMIZER_PACKAGE if key.rpartition(".")[2] == "optimizer" else TRUSTED_PACKAGE
-        if target is not None and not (isinstance(target, str) and target.startswith(allowed)):
-            where = f"{key}._target_" if key else "_target_"
-            raise UntrustedTargetError(
-                f"{source}: {where} = {target!r} names code outside {allowed.rstrip('.')}; a file is rebuilt only "
-                "from gaga's own classes, so it is refused (nothing was imported or run)"
-            )
-        for name, value in config.items():
-            check_targets(value, source, f"{key}.{name}" if key else str(name))
-    elif isinstance(config, list | tuple):
-        for index, value in enumerate(config):
-            check_targets(value, source, f"{key}[{index}]")
-
-
 def build(config: Mapping, **extra):
     """`config["_target_"](**rest_of_config, **extra)`; nested values are passed as they are.
 
@@ -70,8 +47,8 @@ def build(config: Mapping, **extra):
         raise ValueError(f"config needs a `_target_` naming a class as module.Class, got {target!r} in {settings}")
     partial = bool(settings.pop("_partial_", False))
     source = _untrusted_source.get()
-    if source is not None:
-        check_targets({"_target_": target}, source)
+    if source is not None and not target.startswith(TRUSTED_PACKAGE):
+        raise UntrustedTargetError(f"{source}: _target_ {target!r} names code outside gaga; refused (nothing was run)")
     module_name, _, name = target.rpartition(".")
     try:
         factory = getattr(importlib.import_module(module_name), name)

@@ -12,8 +12,9 @@ import torch
 from gaga.diffusion.forward import remove_mean
 from gaga.diffusion.losses import OneHotLikelihood
 from gaga.diffusion.samplers import FinalState, OneHotDecoder, SamplerOutput
-from gaga.models.base import DiffusionBackbone, NonFiniteLossError, split_by_step
+from gaga.models.base import DiffusionBackbone, split_by_step
 from gaga.models.build import build
+from gaga.models.gradient_guard import NonFiniteLossError
 
 __all__ = ["EDM", "NonFiniteLossError"]
 
