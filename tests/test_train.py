@@ -12,11 +12,11 @@ from gaga.config import compose
 from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.qm9 import QM9
 from gaga.diffusion.losses import l2_loss
-from gaga.models.base import split_by_step
 from gaga.models.checkpoints import load_model
 from gaga.models.edm import EDM, NonFiniteLossError
 from gaga.models.flow_matching import FlowMatching
 from gaga.models.geoldm import GeoLDM
+from gaga.models.vp import split_by_step
 from tests.conftest import DATA_DIR, quiet_trainer, tiny_setup
 
 

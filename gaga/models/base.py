@@ -1,16 +1,15 @@
-"""What every diffusion backbone shares, and the one interface the rest of gaga uses to talk to a backbone.
+"""The backbone interface the rest of gaga talks to, and the Lightning steps every backbone shares.
 
-`DiffusionBackbone` holds EMA, EDM's adaptive gradient clipping, non-finite step skipping, the optimiser from
-config, step timing, the optional torch.compile of the denoiser, GAGA's truncation and the sampling loop; a backbone
-(EDM, GeoLDM) supplies the space it diffuses in (`diffusion_state`), its objectives (`training_terms`, `nll_terms`)
-and its decoder (`decode`).
+`DiffusionBackbone` holds the settings, GAGA's truncation (T* and the start Gaussian), the training, validation and
+test steps, and the sampling loop (start Gaussian, option checks, the backbone's `reverse`). What the steps call lives
+in small modules: EMA (ema.py), the gradient guard with non-finite skipping and EDM's clipping (gradient_guard.py),
+the step log (step_log.py), checkpoint entries and loading (checkpoints.py); what EDM and GeoLDM share on top is
+vp.py. A backbone supplies the space it diffuses in (`diffusion_state`), its objectives (`training_terms`,
+`nll_terms`), its samplers (`sampler_options`, `reverse`) and its decoder (`decode`).
 
 Besides reading the length of each network call's edge list (gaga.nn.graph), a training step waits for the device
-once: to decide whether its loss and gradient are finite before the optimiser step (skipping is exact: a step on
-zeroed gradients would still move AdamW's moments).
-Clipping, the gradient-norm history, EMA and the logged values stay on the device; the terms besides the loss
-(their latest values) and the step rate are logged at Lightning's logging steps and each epoch's last step, where
-Lightning reads values anyway. Validation and test NLLs run in float32 whatever the training precision.
+once: to decide whether its loss and gradient are finite before the optimiser step. Validation and test NLLs run in
+float32 whatever the training precision.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-import math
 import warnings
 from collections.abc import Callable
 
@@ -28,8 +26,8 @@ import torch
 from torch_geometric.data.data import BaseData
 
 from gaga.diffusion.forward import Normalizer, remove_mean
-from gaga.diffusion.losses import l2_loss, log_prob_num_atoms, nll_estimate
-from gaga.diffusion.samplers import FinalState, FrameCallback, SamplerOutput, ancestral_sample, ddim_sample
+from gaga.diffusion.losses import log_prob_num_atoms
+from gaga.diffusion.samplers import FinalState, FrameCallback, SamplerOutput
 from gaga.diffusion.schedules import NoiseSchedule
 from gaga.gaussianity import (
     FEATURES,
@@ -355,41 +353,6 @@ class DiffusionBackbone(pl.LightningModule):
 
     # --- evaluation ---------------------------------------------------------------------------------
 
-    def diffusion_loss(self, pos, h, batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """EDM's l2 loss of the clean state (pos, h) per molecule, t ~ U{0..T*}, and the steps drawn; the t = 0
-        term is the backbone's `feature_nll`."""
-        return l2_loss(
-            self.net,
-            self.schedule,
-            self.feature_nll,
-            pos,
-            h,
-            batch.batch,
-            batch.num_graphs,
-            t_max=self.t_max,
-            zero_mean_features=self.hparams.zero_mean_features,
-            generator=generator,
-        )
-
-    def diffusion_nll(self, pos, h, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """EDM's NLL estimate of the clean state (pos, h) with the EMA denoiser (GAGA: prior at T*), by term."""
-        return nll_estimate(
-            self.averaged("net"),
-            self.schedule,
-            self.normalizer,
-            pos,
-            h,
-            batch.batch,
-            batch.num_graphs,
-            self.log_prob_num_atoms(batch),
-            self.feature_nll,
-            t_max=self.t_max,
-            prior_variance=self.start_variance(self.t_max),
-            prior_feature_mean=self.start_feature_mean(self.t_max),
-            zero_mean_features=self.hparams.zero_mean_features,
-            generator=generator,
-        )
-
     def log_prob_num_atoms(self, batch) -> torch.Tensor:
         num_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs)
         return log_prob_num_atoms(self.num_atoms_hist, num_atoms)
@@ -418,7 +381,7 @@ class DiffusionBackbone(pl.LightningModule):
         return self.net.num_features
 
     # each sampler and the options it uses besides `start`; the first is the default (`sampler="auto"`)
-    sampler_options: dict[str, tuple[str, ...]] = {"ancestral": ("stride",), "ddim": ("stride", "eta")}
+    sampler_options: dict[str, tuple[str, ...]] = {}
 
     @property
     def samplers(self) -> tuple[str, ...]:
@@ -479,23 +442,8 @@ class DiffusionBackbone(pl.LightningModule):
     def reverse(
         self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None
     ) -> SamplerOutput:
-        """The reverse-time chain from state (pos, h) at step `start` down to 0, then `decode`: EDM's samplers."""
-        common = dict(
-            denoiser=self.averaged("net", use_ema),
-            schedule=self.schedule,
-            decode=lambda final: self.decode(final, use_ema),
-            pos=pos,
-            h=h,
-            batch=batch,
-            num_graphs=int(batch.max()) + 1,
-            t_start=start,
-            stride=stride,
-            zero_mean_features=bool(self.hparams.zero_mean_features),
-            generator=generator,
-            on_step=on_step,
-            keep_frame=keep_frame,
-        )
-        return ancestral_sample(**common) if sampler == "ancestral" else ddim_sample(**common, eta=eta)
+        """The reverse-time chain (or ODE) from state (pos, h) at step `start` down to 0, then the decoding."""
+        raise NotImplementedError
 
     # --- checkpoints --------------------------------------------------------------------------------
 
@@ -523,16 +471,6 @@ def check_start(start: int, stride: int, timesteps: int) -> None:
             + "".join(f", {d}" for d in divisors)
             + ")"
         )
-
-
-def split_by_step(loss: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A per-molecule diffusion loss split by the step drawn: "l2" (t >= 1, the epsilon error) and "t0_nll" (t = 0,
-    the reconstruction term -log p(x, h | z_0), on another scale: negative once the type bins are resolved).
-
-    Each part is per molecule [B], NaN for the molecules that drew the other part (no host sync to select them);
-    its mean over the batch is the part's `nanmean`, NaN when no molecule drew its steps.
-    """
-    return {"l2": loss.where(t > 0, math.nan), "t0_nll": loss.where(t == 0, math.nan)}
 
 
 def weights_digest(module: torch.nn.Module) -> str:

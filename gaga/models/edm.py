@@ -1,8 +1,8 @@
 """The EDM backbone: EGNN dynamics diffusing normalised atoms (coordinates, one-hot / 4) directly.
 
 Thin by design: the math lives in gaga.diffusion and gaga.nn, the shared training machinery and GAGA's
-truncation in gaga.models.base. EDM decodes atom types as the argmax of the one-hot, and its t = 0 term is
-the discretised one-hot likelihood.
+truncation in gaga.models.base, EDM's loss, NLL and samplers in gaga.models.vp. EDM decodes atom types as the argmax
+of the one-hot, and its t = 0 term is the discretised one-hot likelihood.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import torch
 from gaga.diffusion.forward import remove_mean
 from gaga.diffusion.losses import OneHotLikelihood
 from gaga.diffusion.samplers import FinalState, OneHotDecoder, SamplerOutput
-from gaga.models.base import DiffusionBackbone, split_by_step
 from gaga.models.build import build
 from gaga.models.gradient_guard import NonFiniteLossError
+from gaga.models.vp import VPDiffusion, split_by_step
 
 __all__ = ["EDM", "NonFiniteLossError"]
 
 
-class EDM(DiffusionBackbone):
+class EDM(VPDiffusion):
     """E(3)-equivariant diffusion (Hoogeboom et al. 2022) on PyG batches, with optional GAGA truncation.
 
     Every argument is plain data (dicts of `_target_` configs, numbers), so a checkpoint rebuilds the model

@@ -14,11 +14,12 @@ import torch
 from gaga.diffusion.forward import remove_mean, sample_noise
 from gaga.diffusion.losses import GaussianLikelihood, per_molecule_sum, reconstruction_error
 from gaga.diffusion.samplers import FinalState, SamplerOutput
-from gaga.models.base import DiffusionBackbone, split_by_step, weights_digest
+from gaga.models.base import weights_digest
 from gaga.models.build import build
+from gaga.models.vp import VPDiffusion, split_by_step
 
 
-class GeoLDM(DiffusionBackbone):
+class GeoLDM(VPDiffusion):
     """Geometric latent diffusion on PyG batches, with optional GAGA truncation on the latents.
 
     Args:

@@ -1,0 +1,92 @@
+"""What the variance-preserving diffusion backbones (EDM, GeoLDM) share: EDM's l2 loss and NLL estimate on the
+backbone's clean state, with GAGA's truncation and start Gaussian, and EDM's samplers (ancestral, DDIM).
+
+Flow matching has its own objective and ODE samplers and does not inherit these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gaga.diffusion.losses import l2_loss, nll_estimate
+from gaga.diffusion.samplers import SamplerOutput, ancestral_sample, ddim_sample
+from gaga.models.base import DiffusionBackbone
+
+
+class VPDiffusion(DiffusionBackbone):
+    """A DiffusionBackbone on EDM's variance-preserving process; a subclass supplies `feature_nll` (its t = 0 term
+    of the features) and `decode` besides the base interface."""
+
+    # EDM's samplers and the options each uses besides `start`; the first is the default
+    sampler_options: dict[str, tuple[str, ...]] = {"ancestral": ("stride",), "ddim": ("stride", "eta")}
+
+    def diffusion_loss(self, pos, h, batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """EDM's l2 loss of the clean state (pos, h) per molecule, t ~ U{0..T*}, and the steps drawn; the t = 0
+        term is the backbone's `feature_nll`."""
+        return l2_loss(
+            self.net,
+            self.schedule,
+            self.feature_nll,
+            pos,
+            h,
+            batch.batch,
+            batch.num_graphs,
+            t_max=self.t_max,
+            zero_mean_features=self.hparams.zero_mean_features,
+            generator=generator,
+        )
+
+    def diffusion_nll(self, pos, h, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """EDM's NLL estimate of the clean state (pos, h) with the EMA denoiser (GAGA: prior at T*), by term."""
+        return nll_estimate(
+            self.averaged("net"),
+            self.schedule,
+            self.normalizer,
+            pos,
+            h,
+            batch.batch,
+            batch.num_graphs,
+            self.log_prob_num_atoms(batch),
+            self.feature_nll,
+            t_max=self.t_max,
+            prior_variance=self.start_variance(self.t_max),
+            prior_feature_mean=self.start_feature_mean(self.t_max),
+            zero_mean_features=self.hparams.zero_mean_features,
+            generator=generator,
+        )
+
+    def reverse(
+        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None
+    ) -> SamplerOutput:
+        """The reverse-time chain from state (pos, h) at step `start` down to 0, then `decode`: EDM's samplers."""
+        common = dict(
+            denoiser=self.averaged("net", use_ema),
+            schedule=self.schedule,
+            decode=lambda final: self.decode(final, use_ema),
+            pos=pos,
+            h=h,
+            batch=batch,
+            num_graphs=int(batch.max()) + 1,
+            t_start=start,
+            stride=stride,
+            zero_mean_features=bool(self.hparams.zero_mean_features),
+            generator=generator,
+            on_step=on_step,
+            keep_frame=keep_frame,
+        )
+        return ancestral_sample(**common) if sampler == "ancestral" else ddim_sample(**common, eta=eta)
+
+
+
+def split_by_step(loss: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A per-molecule diffusion loss split by the step drawn: "l2" (t >= 1, the epsilon error) and "t0_nll" (t = 0,
+    the reconstruction term -log p(x, h | z_0), on another scale: negative once the type bins are resolved).
+
+    Each part is per molecule [B], NaN for the molecules that drew the other part (no host sync to select them);
+    its mean over the batch is the part's `nanmean`, NaN when no molecule drew its steps.
+    """
+    return {"l2": loss.where(t > 0, math.nan), "t0_nll": loss.where(t == 0, math.nan)}
+
+
