@@ -142,3 +142,36 @@ class EDMReference:
             model.sample(len(num_atoms), QM9_MAX_ATOMS, node_mask.float().unsqueeze(2), edge_mask(node_mask), None)
         finally:
             model.T = timesteps
+
+
+def edm_metrics(molecules) -> dict[str, float]:
+    """EDM's own evaluator (qm9/analyze.py check_stability, qm9/rdkit_functions.py BasicMolecularMetrics) on a gaga
+    MoleculeSet of QM9 molecules with hydrogens: atom and molecule stability, validity, valid x unique (fractions)."""
+    import numpy as np
+
+    if str(EDM_DIR) not in sys.path:
+        sys.path.insert(0, str(EDM_DIR))
+    from configs.datasets_config import get_dataset_info
+    from qm9.analyze import check_stability
+    from qm9.rdkit_functions import BasicMolecularMetrics
+
+    info = get_dataset_info("qm9", remove_h=False)
+    index = {symbol: i for i, symbol in enumerate(info["atom_decoder"])}
+    symbols = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F"}
+    pairs, stable_atoms, stable_molecules = [], 0, 0
+    for i in range(len(molecules)):
+        start, end = molecules.offsets[i], molecules.offsets[i + 1]
+        types = np.array([index[symbols[int(z)]] for z in molecules.atomic_numbers[start:end]])
+        positions = torch.from_numpy(np.asarray(molecules.positions[start:end], dtype=np.float32))
+        molecule_stable, atoms_stable, _ = check_stability(positions, types, info)
+        stable_atoms += atoms_stable
+        stable_molecules += int(molecule_stable)
+        pairs.append((positions, torch.from_numpy(types)))
+    metrics = BasicMolecularMetrics(info, dataset_smiles_list=[])  # novelty is not compared
+    valid, validity = metrics.compute_validity(pairs)
+    return {
+        "atom_stability": stable_atoms / len(molecules.atomic_numbers),
+        "mol_stability": stable_molecules / len(molecules),
+        "validity": validity,
+        "valid_x_unique": validity * len(set(valid)) / max(len(valid), 1),
+    }

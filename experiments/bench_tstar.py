@@ -4,7 +4,7 @@
                                       [--noise model|positions] [--variance auto|exact|paper|reference]
 
 Schedule: EDM's polynomial_2, precision 1e-5, T = 1000. Target: each mode under 60 s on two cores (QuJX/GAGA's
-per-molecule procedure takes about 46 h, ANCHORS.md). Prints T_ID, T_DS, T* per block and overall, and for
+per-molecule procedure takes about 46 h, docs/references.md). Prints T_ID, T_DS, T* per block and overall, and for
 dataset mode the eps intervals that put T_DS and T_ID of each block exactly at --target (the paper's T* = 550).
 Noise: "model" (default) projects both blocks to zero mean per molecule, as a GAGA model (zero-meaned features) and
 the reference code noise them; "positions" projects coordinates only (the evaluator's default before issue 9).

@@ -1,4 +1,4 @@
-"""QM9 data: cache build/load and its failure modes, EDM's split, statistics against ANCHORS.md, batches."""
+"""QM9 data: cache build/load and its failure modes, EDM's split, statistics against docs/references.md, batches."""
 
 import numpy as np
 import pytest

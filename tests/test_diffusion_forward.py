@@ -1,6 +1,6 @@
 """Tests of the schedule anchors and EDM's forward process: zero-CoM projection, noise, z_t, normalisation.
 
-Oracles: ANCHORS.md's gamma values, numpy per-molecule means, and the variance of a projected Gaussian.
+Oracles: docs/references.md's gamma values, numpy per-molecule means, and the variance of a projected Gaussian.
 """
 
 import numpy as np

@@ -98,7 +98,7 @@ def test_nll_of_random_egnn_is_finite_with_edm_constants(qm9_sample):
         terms = nll_estimate(net, SCHEDULE, NORMALIZER, pos, h, batch, num_graphs, log_pn, ONE_HOT)
         loss, _ = l2_loss(net, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs)
     assert all(torch.isfinite(value).all() for value in terms.values()) and torch.isfinite(loss).all()
-    # the sigma_0 constants: -log N(0; 0, sigma_0 / alpha_0) per zero-CoM dimension, gamma_0 from ANCHORS.md
+    # the sigma_0 constants: -log N(0; 0, sigma_0 / alpha_0) per zero-CoM dimension, gamma_0 from docs/references.md
     per_dim = 0.5 * -11.51291546 + 0.5 * np.log(2 * np.pi)
     np.testing.assert_allclose(terms["constants"].numpy(), ((counts - 1) * 3).numpy() * per_dim, rtol=1e-5)
     assert terms["kl_prior"].abs().max() < 1e-2  # "negligible in practice" (EDM) at T = 1000

@@ -43,7 +43,7 @@ def test_per_molecule_mode_on_real_molecules(sample_blocks):
     assert r.variance["estimator"] == "reference_rms"
     assert r.variance["data"][POSITIONS] == pytest.approx(1.380, abs=0.02)
     # the reference code's own procedure gives a mean per-molecule T* of about 402 on QM9's training split with the
-    # coordinates' noise projected (shared/ANCHORS.md); 400 molecules put the mean within about 10 steps of it
+    # coordinates' noise projected (docs/references.md); 400 molecules put the mean within about 10 steps of it
     assert abs(r.t_star - 402) <= 20 and r.summary["molecules"] == 400
     for name, reached in r.curves.items():
         if name.startswith("reached:"):

@@ -1,4 +1,4 @@
-"""Dataset variance estimators against ANCHORS.md, closed-form v_t against noised QM9, and the reference sampler.
+"""Dataset variance estimators against docs/references.md, closed-form v_t against noised QM9, and the reference sampler.
 
 Data: the real QM9 training split (estimators) and 3,000 of its molecules (closed form, sampler).
 """
@@ -37,7 +37,7 @@ def test_reference_rms_reproduces_reference_code(train_blocks):
 
 
 def test_unbiased_reproduces_measured_anchor(train_blocks):
-    """ANCHORS.md: mean unbiased per-molecule variance 1.963 (coordinates) and 0.0075 (atom types)."""
+    """docs/references.md: mean unbiased per-molecule variance 1.963 (coordinates) and 0.0075 (atom types)."""
     estimate = estimate_variance(*train_blocks, "unbiased")
     assert estimate.data[POSITIONS] == pytest.approx(1.963, rel=0.01)
     assert estimate.data[FEATURES] == pytest.approx(0.0075, rel=0.01)

@@ -1,6 +1,6 @@
 """EDM stability: bond tables, bond-order thresholds, valence rules, and the published figures on QM9 itself.
 
-Oracles: hand-made molecules with textbook geometries, a per-pair scalar transcription of EDM's rule, ANCHORS.md.
+Oracles: hand-made molecules with textbook geometries, a per-pair scalar transcription of EDM's rule, docs/references.md.
 """
 
 import numpy as np
@@ -11,7 +11,7 @@ from gaga.metrics import evaluate_molecules
 from gaga.metrics.bond_tables import MARGIN_PM, bond_length
 from gaga.metrics.bonds import atom_valences, bond_rules, encode_types, infer_bonds, molecule_bonds, stable_atoms
 
-# ANCHORS.md: EDM's own code on 10,000 random QM9 molecules (percent)
+# docs/references.md: EDM's own code on 10,000 random QM9 molecules (percent)
 EDM_ON_QM9 = {"atom_stability": 99.31, "mol_stability": 94.96, "validity": 97.57, "valid_x_unique": 97.56}
 TETRAHEDRAL = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3)
 

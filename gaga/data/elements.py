@@ -1,6 +1,6 @@
 """Atom-type encoders: which elements a dataset has and how they map to one-hot columns.
 
-QM9 has H, C, N, O, F; GEOM-Drugs as EDM uses it has 16 elements (ANCHORS.md), which its readers check.
+QM9 has H, C, N, O, F; GEOM-Drugs as EDM uses it has 16 elements (docs/references.md), which its readers check.
 """
 
 from __future__ import annotations

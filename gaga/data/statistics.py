@@ -19,7 +19,7 @@ STATS_VERSION = 1
 
 
 def per_molecule_moments(molecules: MoleculeSet, encoder: AtomEncoder) -> dict[str, float]:
-    """GAGA's data moments (ANCHORS.md) with the estimators of gaga.gaussianity, each averaged over molecules.
+    """GAGA's data moments (docs/references.md) with the estimators of gaga.gaussianity, each averaged over molecules.
 
     Coordinates and one-hot / 4 zero-meaned per molecule. `rms_*`: the reference code's mean root mean square
     (a standard deviation); `var_*`: the paper's unbiased per-molecule variance.
