@@ -64,7 +64,7 @@ def backbone_config(backbone: str, hidden: int, layers: int) -> dict:
 def qm9_model(datamodule: MoleculeDataModule, backbone: str, hidden: int, layers: int, device) -> DiffusionBackbone:
     """An (untrained) backbone of the given size with QM9's atom types and p(N), on `device`."""
     stats = datamodule.statistics
-    dataset = {"name": "qm9", "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist}
+    dataset = stats.model_description()
     return build(backbone_config(backbone, hidden, layers), dataset=dataset).to(device)
 
 

@@ -39,7 +39,7 @@ def main() -> None:
     subset = {"train": args.molecules} if args.molecules < 100_000 else {}
     datamodule = MoleculeDataModule(QM9(DATA_DIR), eval_batch_size=512, subset=subset)
     stats = datamodule.statistics
-    dataset = {"name": "qm9", "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist}
+    dataset = stats.model_description()
     settings = GaussianitySettings(mode=args.mode)
     print(
         f"{len(datamodule.splits['train'])} training molecules; evaluator (zero_com_blocks: each model's "

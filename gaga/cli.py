@@ -60,7 +60,7 @@ def build_model(cfg: DictConfig, datamodule):
     from gaga.models.build import build
 
     stats = datamodule.statistics
-    dataset = {"name": stats.dataset, "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist}
+    dataset = stats.model_description()
     return build(OmegaConf.to_container(cfg.backbone, resolve=True), dataset=dataset)
 
 

@@ -62,7 +62,7 @@ def tiny_setup(backbone: str = "edm", train: int = 64, batch_size: int = 16, **m
         QM9(DATA_DIR), batch_size=batch_size, subset={"train": train, "valid": 32, "test": 8}
     )
     stats = datamodule.statistics
-    dataset = {"name": "qm9", "atom_symbols": stats.atom_symbols, "num_atoms_hist": stats.num_atoms_hist}
+    dataset = stats.model_description()
     config = {
         "net": TINY_NET,
         "schedule": SCHEDULE,

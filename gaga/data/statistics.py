@@ -73,6 +73,11 @@ class DatasetStatistics:
     def max_num_atoms(self) -> int:
         return max(self.num_atoms_hist)
 
+    def model_description(self) -> dict:
+        """What a backbone is told about its data (its `dataset` argument, stored in checkpoints): the dataset's name,
+        atom symbols and p(N) as a histogram."""
+        return {"name": self.dataset, "atom_symbols": self.atom_symbols, "num_atoms_hist": self.num_atoms_hist}
+
     def save(self, path: str | Path) -> None:
         """Atomic JSON write."""
         write_text_atomically(path, json.dumps(asdict(self), indent=1))
