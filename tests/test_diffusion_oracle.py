@@ -54,7 +54,7 @@ def test_perfect_denoiser_nll_reduces_to_edm_constants():
     log_pn = torch.log(torch.tensor([0.5, 0.25, 0.25]))
     terms = nll_estimate(oracle, SCHEDULE, NORMALIZER, pos, h, batch, len(SIZES), log_pn, OneHotLikelihood(NORMALIZER))
     dims = (torch.tensor(SIZES) - 1) * 3
-    # -log N(0; 0, sigma_0 / alpha_0) per zero-CoM dimension with gamma_0 = -11.51291546 (docs/references.md), - log p(N)
+    # -log N(0; 0, sigma_0 / alpha_0) per zero-CoM dimension, gamma_0 = -11.51291546 (docs/references.md); - log p(N)
     expected = dims.double() * (0.5 * -11.51291546 + 0.5 * np.log(2 * np.pi)) - log_pn.double()
     assert terms["diffusion"].abs().max() < 1e-3 and terms["x_given_z0"].abs().max() < 1e-3
     np.testing.assert_allclose(terms["nll"].double().numpy(), expected.numpy(), atol=0.01)

@@ -1,4 +1,4 @@
-"""Dataset variance estimators against docs/references.md, closed-form v_t against noised QM9, and the reference sampler.
+"""Dataset variance estimators against docs/references.md, closed-form v_t against noised QM9, the reference sampler.
 
 Data: the real QM9 training split (estimators) and 3,000 of its molecules (closed form, sampler).
 """

@@ -1,6 +1,7 @@
 """EDM stability: bond tables, bond-order thresholds, valence rules, and the published figures on QM9 itself.
 
-Oracles: hand-made molecules with textbook geometries, a per-pair scalar transcription of EDM's rule, docs/references.md.
+Oracles: hand-made molecules with textbook geometries, a per-pair scalar transcription of EDM's rule, the references
+(docs/references.md).
 """
 
 import numpy as np
