@@ -12,6 +12,7 @@ from torch import nn
 
 from gaga.nn import EGNNDynamics, fully_connected_edges
 from gaga.nn.coord_update import EquivariantCoordUpdate
+from gaga.nn.dynamics import NonFiniteOutputError
 
 SIZES = [3, 1, 7, 5]  # molecules in the test batch, one of them a single atom
 NUM_FEATURES = 6
@@ -135,13 +136,19 @@ def test_time_is_an_input():
     assert (early[1] - late[1]).abs().max() > 1e-3
 
 
-def test_nan_output_is_reset_to_zero_like_edm():
+def test_nan_coordinate_output_is_zeroed_in_training_like_edm_and_refused_outside():
+    """EDM (egnn_dynamics): a NaN velocity is reset to zero, the feature output is left as it is. Outside training a
+    non-finite output is an error instead (it would make finite-looking molecules)."""
     net = make_net()
     pos, h, t, batch = make_batch()
     pos[0, 0] = float("nan")
+    net.train()
     with torch.no_grad():
         eps_pos, eps_h = net(pos, h, t, batch)
-    assert torch.equal(eps_pos, torch.zeros_like(eps_pos)) and torch.equal(eps_h, torch.zeros_like(eps_h))
+    assert torch.equal(eps_pos, torch.zeros_like(eps_pos)) and not bool(torch.isfinite(eps_h).all())
+    net.eval()
+    with torch.no_grad(), pytest.raises(NonFiniteOutputError, match="not finite"):
+        net(pos, h, t, batch)
 
 
 def test_zero_mean_features_option_centres_feature_output():
