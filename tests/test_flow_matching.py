@@ -387,6 +387,13 @@ def test_evaluator_with_one_alpha_bar_per_block_tests_each_block_on_its_own(samp
     assert both.t_ds[FEATURES] < both.t_ds[POSITIONS]  # the VP path noises the features faster
 
 
+def test_the_paths_block_names_are_the_evaluators():
+    from gaga.diffusion import flow_path
+
+    assert (flow_path.POSITIONS, flow_path.FEATURES) == (POSITIONS, FEATURES)
+    assert set(FlowPath().alpha_bar()) == {POSITIONS, FEATURES}
+
+
 def test_checkpoints_without_a_path_setting_load_as_the_linear_path():
     """Checkpoints written before the path kinds: LinearPath (or no schedule), nll_steps, no loss settings."""
     _, model = tiny_setup("flow_matching", schedule=None, nll_steps=20)
@@ -396,3 +403,27 @@ def test_checkpoints_without_a_path_setting_load_as_the_linear_path():
         tiny_setup("flow_matching", validation_metric="val/nll")
     with pytest.raises(ValueError, match="backbone.schedule.kind='vp': use one of"):
         FlowPath(100, "vp")
+
+
+def test_flow_matching_presets_rank_runs_by_the_velocity_loss_and_edm_by_its_nll(tmp_path):
+    """Checkpoints and Optuna read the backbone's validation metric; EquiFM's preset as released, GAGA's without
+    the coupling."""
+    from gaga.config import compose
+
+    for overrides, metric in (
+        (["experiment=equifm_qm9"], "val/loss"),
+        (["experiment=edm_qm9"], "val/nll"),
+        (["experiment=geoldm_qm9"], "val/nll"),
+        (["backbone=flow_matching", "hparams_search=optuna"], "val/loss"),
+    ):
+        cfg = compose("train", overrides, output_dir=str(tmp_path))
+        assert cfg.callbacks.model_checkpoint.monitor == cfg.optimized_metric == metric, overrides
+    cfg = compose("train", ["experiment=equifm_qm9"], output_dir=str(tmp_path))
+    assert (cfg.backbone.schedule.kind, cfg.backbone.ot_coupling, cfg.backbone.normalizer.include_charges) == (
+        "hybrid",
+        True,
+        True,
+    )
+    assert cfg.backbone.loss_normalisation == "atom_mean" and cfg.backbone.ode_tolerance == 1e-4
+    gaga = compose("train", ["experiment=equifm_gaga_qm9"], output_dir=str(tmp_path))
+    assert gaga.backbone.ot_coupling is False and gaga.backbone.schedule.kind == "hybrid"

@@ -15,9 +15,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from gaga.diffusion.flow_path import FEATURES, POSITIONS
 from gaga.diffusion.forward import remove_mean, sample_noise
 from gaga.diffusion.losses import Denoiser, per_molecule_sum
-from gaga.gaussianity.blocks import FEATURES, POSITIONS
 
 LOSS_NORMALISATIONS = ("padded", "atom_mean")
 OT_MAX_ITERATIONS = 50

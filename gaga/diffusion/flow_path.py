@@ -20,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gaga.gaussianity.blocks import FEATURES, POSITIONS
-
+# the block names of gaga.gaussianity.blocks (which imports gaga.diffusion, so they are not imported from there;
+# tests/test_flow_matching.py checks that they agree)
+POSITIONS, FEATURES = "positions", "features"
 BETA_MIN, BETA_MAX = 0.1, 20.0  # EquiFM's variance-preserving feature path
 M_EPSILON = 1e-5  # EquiFM's sampler: M_t = -beta_t / (2 (1 - e^(-T(t)) + 1e-5)), finite at t = 0
 KINDS = ("hybrid", "linear")
