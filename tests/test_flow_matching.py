@@ -387,6 +387,14 @@ def test_evaluator_with_one_alpha_bar_per_block_tests_each_block_on_its_own(samp
     assert both.t_ds[FEATURES] < both.t_ds[POSITIONS]  # the VP path noises the features faster
 
 
+def test_the_feature_path_holds_its_t_0_field_where_dopri5_steps_past_the_end():
+    """dopri5's last step evaluates at t < 0, where EquiFM's M_t has a pole (t = -1e-4) and b is imaginary."""
+    block = FlowPath().blocks[FEATURES]
+    t = torch.tensor([-0.05, -1e-4, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(block.multiplier(t), block.multiplier(torch.zeros(3, dtype=torch.float64)))
+    assert torch.isfinite(torch.stack(block.coefficients(t))).all()
+
+
 def test_the_paths_block_names_are_the_evaluators():
     from gaga.diffusion import flow_path
 
@@ -427,3 +435,7 @@ def test_flow_matching_presets_rank_runs_by_the_velocity_loss_and_edm_by_its_nll
     assert cfg.backbone.loss_normalisation == "atom_mean" and cfg.backbone.ode_tolerance == 1e-4
     gaga = compose("train", ["experiment=equifm_gaga_qm9"], output_dir=str(tmp_path))
     assert gaga.backbone.ot_coupling is False and gaga.backbone.schedule.kind == "hybrid"
+    from gaga.checks import check_settings
+
+    check_settings(cfg)  # the coupling without GAGA, and GAGA without it, pass the settings rules
+    check_settings(gaga)

@@ -46,11 +46,16 @@ class LinearBlock:
 
 
 class VariancePreservingBlock:
-    """EquiFM's feature path: a = alpha_t = exp(-T(t) / 2), b = sqrt(1 - alpha_t^2), reparameterised output."""
+    """EquiFM's feature path: a = alpha_t = exp(-T(t) / 2), b = sqrt(1 - alpha_t^2), reparameterised output.
+
+    Times are clamped to [0, 1]: dopri5's last step evaluates the field past its end (t < 0), where T(t) < 0 would
+    make b imaginary and M_t cross a pole at t = -1e-4; there the field is that of t = 0.
+    """
 
     @staticmethod
     def integrated_beta(t: torch.Tensor) -> torch.Tensor:
-        """T(t) = (beta_max - beta_min) t^2 / 2 + beta_min t."""
+        """T(t) = (beta_max - beta_min) t^2 / 2 + beta_min t, for t clamped to [0, 1]."""
+        t = t.clamp(0.0, 1.0)
         return 0.5 * (BETA_MAX - BETA_MIN) * t**2 + BETA_MIN * t
 
     def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +69,7 @@ class VariancePreservingBlock:
 
     def multiplier(self, t: torch.Tensor) -> torch.Tensor:
         """M_t = -beta_t / (2 (1 - e^(-T(t)) + 1e-5))."""
-        beta = BETA_MIN + (BETA_MAX - BETA_MIN) * t
+        beta = BETA_MIN + (BETA_MAX - BETA_MIN) * t.clamp(0.0, 1.0)
         return -0.5 * beta / (1.0 - torch.exp(-self.integrated_beta(t)) + M_EPSILON)
 
     def velocity(self, output: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
