@@ -439,3 +439,28 @@ def test_flow_matching_presets_rank_runs_by_the_velocity_loss_and_edm_by_its_nll
 
     check_settings(cfg)  # the coupling without GAGA, and GAGA without it, pass the settings rules
     check_settings(gaga)
+
+
+def test_a_checkpoint_written_before_the_path_settings_loads_as_the_linear_path_and_samples(tmp_path):
+    """A checkpoint file whose hyperparameters predate the path kinds, the loss and ODE settings (as written by
+    earlier versions: LinearPath, nll_steps) loads as the linear path with the defaults and samples."""
+    from gaga.sampling import load_model
+
+    datamodule, model = tiny_setup("flow_matching", train=8, batch_size=8)
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=datamodule)
+    path = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    for key in ("loss_normalisation", "ode_tolerance", "ode_likelihood", "validation_metric"):
+        hparams.pop(key)
+    hparams["schedule"] = {"_target_": "gaga.diffusion.flow_path.LinearPath", "timesteps": 100}
+    hparams["nll_steps"] = 20
+    torch.save(checkpoint, path)
+    loaded = load_model(path)
+    assert isinstance(loaded.schedule, LinearPath) and loaded.schedule.kind == "linear"
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value)
+    output, _ = loaded.sample(torch.tensor([4, 6]), "euler", stride=10, generator=torch.Generator().manual_seed(0))
+    assert output.num_evaluations == 10 and torch.isfinite(output.pos).all()
