@@ -148,6 +148,16 @@ class GainField(torch.nn.Module):
         return torch.zeros_like(pos), h * self.gain(t[batch, None])
 
 
+def _optimal_output_gain(kind: str, t: torch.Tensor) -> torch.Tensor:
+    """The loss minimiser's output gain on the features of x ~ N(0, s2): the linear path's E[eps - x | z_t] / z_t, or
+    on EquiFM's VP path E[alpha x - alpha^2 z_t | z_t] / z_t = alpha^2 s2 / (alpha^2 s2 + 1 - alpha^2) - alpha^2
+    (alpha written out: exp(-(9.95 t^2 + 0.1 t) / 2))."""
+    if kind == "linear":
+        return _analytic_gain(t)
+    alpha2 = torch.exp(-(9.95 * t**2 + 0.1 * t))
+    return alpha2 * SIGMA2 / (alpha2 * SIGMA2 + 1 - alpha2) - alpha2
+
+
 def test_learned_velocity_of_a_gaussian_matches_the_analytic_velocity():
     torch.manual_seed(0)
     field, generator = GainField(), torch.Generator().manual_seed(0)
@@ -163,6 +173,25 @@ def test_learned_velocity_of_a_gaussian_matches_the_analytic_velocity():
     times = torch.tensor([[0.2], [0.5], [0.8]])
     with torch.no_grad():
         np.testing.assert_allclose(field.gain(times).numpy(), _analytic_gain(times).numpy(), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("kind", ["linear", "hybrid"])
+@pytest.mark.parametrize("time", [0.1, 0.2, 0.5, 0.8])
+def test_the_velocity_loss_is_minimised_by_the_posterior_mean_target(kind, time):
+    """At a fixed t, the output gain g minimising the velocity loss on x ~ N(0, s2) (features) is the closed form
+    (the hybrid path: EquiFM's reparameterised target alpha x - alpha^2 z_t)."""
+    path = LinearPath() if kind == "linear" else FlowPath(1000, "hybrid")
+    gain, generator = torch.zeros((), requires_grad=True), torch.Generator().manual_seed(0)
+    optimizer = torch.optim.Adam([gain], lr=0.02)
+    for _ in range(400):
+        pos, h, batch = _toy_batch(4096, generator)
+        noise = (torch.zeros_like(pos), torch.randn(h.shape, generator=generator))
+        t = torch.full((len(batch),), time)
+        loss = velocity_loss(lambda p, q, s, b: (p, q * gain), path, pos, h, noise, t, batch, len(batch)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(gain) == pytest.approx(float(_optimal_output_gain(kind, torch.tensor(time))), abs=0.02)
 
 
 @pytest.mark.parametrize("method, t_start", [("euler", 1.0), ("heun", 1.0), ("heun", 0.55), ("adaptive", 1.0)])
@@ -354,7 +383,7 @@ def test_callback_finds_t_star_on_the_path_and_caches_it_under_the_backbone(tmp_
 
 
 def test_hybrid_path_gets_each_blocks_t_star_from_the_callback_and_logs_the_opt_in_density(tmp_path):
-    """On the hybrid path the evaluator takes one alpha_bar per block; val/nll (the ODE density) only on request."""
+    """On the hybrid path the evaluator takes one alpha_bar per block; val/density_nll (ODE density) only on request."""
     pytest.importorskip("torchdiffeq")
     torch.manual_seed(0)
     datamodule, model = tiny_setup(
@@ -366,7 +395,9 @@ def test_hybrid_path_gets_each_blocks_t_star_from_the_callback_and_logs_the_opt_
     )
     trainer.fit(model, datamodule=datamodule)
     assert model.t_max == callback.result.truncation_step(100)
-    assert {"val/loss", "val/nll"} <= set(trainer.callback_metrics)
+    assert {"val/loss", "val/density_nll"} <= set(
+        trainer.callback_metrics
+    ) and "val/nll" not in trainer.callback_metrics
 
 
 def test_evaluator_with_one_alpha_bar_per_block_tests_each_block_on_its_own(sample_blocks):
@@ -407,8 +438,8 @@ def test_checkpoints_without_a_path_setting_load_as_the_linear_path():
     _, model = tiny_setup("flow_matching", schedule=None, nll_steps=20)
     assert isinstance(model.schedule, LinearPath) and model.schedule.kind == "linear"
     assert model.schedule.name == "linear_path" and model.schedule.precision == 0.0
-    with pytest.raises(ValueError, match="backbone.validation_metric=val/nll needs backbone.ode_likelihood=true"):
-        tiny_setup("flow_matching", validation_metric="val/nll")
+    with pytest.raises(ValueError, match="validation_metric=val/density_nll needs backbone.ode_likelihood=true"):
+        tiny_setup("flow_matching", validation_metric="val/density_nll")
     with pytest.raises(ValueError, match="backbone.schedule.kind='vp': use one of"):
         FlowPath(100, "vp")
 

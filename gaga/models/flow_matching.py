@@ -42,10 +42,10 @@ class FlowMatching(DiffusionBackbone):
             then one assignment on the rotated noise). Not with GAGA: the coupled noise depends on the data.
         loss_normalisation: "padded" (EDM's divisor (3 + F) N_max) or "atom_mean" (EquiFM's per-atom mean).
         ode_tolerance: rtol = atol of the adaptive (dopri5) sampler and of the ODE density.
-        ode_likelihood: also log val/nll, the flow's continuous density of the normalised atoms (dopri5,
+        ode_likelihood: also log val/density_nll, -log of the flow's continuous density of the normalised atoms (dopri5,
             Hutchinson's divergence): not a likelihood of molecules (types not dequantised).
         validation_metric: what checkpoints and Optuna rank runs by: "val/loss" (the velocity loss, EquiFM's) or
-            "val/nll" (needs ode_likelihood).
+            "val/density_nll" (needs ode_likelihood).
         nll_steps: unused (the ODE density is integrated adaptively); accepted so that older checkpoints load.
         dataset: as for `gaga.models.edm.EDM`.
         **settings: the settings every backbone takes (`gaga.models.base.SHARED_SETTINGS`).
@@ -53,7 +53,7 @@ class FlowMatching(DiffusionBackbone):
 
     backbone_name = "flow_matching"
     samplers = ("adaptive", "euler", "heun")
-    validation_metrics = ("val/loss", "val/nll")
+    validation_metrics = ("val/loss", "val/density_nll")
 
     def __init__(
         self,
@@ -73,8 +73,8 @@ class FlowMatching(DiffusionBackbone):
             raise ValueError(
                 f"backbone.validation_metric={validation_metric!r}: use one of {list(self.validation_metrics)}"
             )
-        if validation_metric == "val/nll" and not ode_likelihood:
-            raise ValueError("backbone.validation_metric=val/nll needs backbone.ode_likelihood=true")
+        if validation_metric == "val/density_nll" and not ode_likelihood:
+            raise ValueError("backbone.validation_metric=val/density_nll needs backbone.ode_likelihood=true")
         if not ode_tolerance > 0:
             raise ValueError(f"backbone.ode_tolerance must be > 0, got {ode_tolerance}")
         if loss_normalisation not in LOSS_NORMALISATIONS:
@@ -163,13 +163,14 @@ class FlowMatching(DiffusionBackbone):
         return float(self.hparams.get("ode_tolerance", 1e-4))
 
     def _evaluate(self, batch, stream: int, batch_idx: int, stage: str) -> None:
-        """{stage}/loss, the velocity loss of the EMA network on fixed noise; {stage}/nll with ode_likelihood."""
+        """{stage}/loss, the velocity loss of the EMA network on fixed noise; with ode_likelihood {stage}/density_nll,
+        -log of the continuous density (named apart from EDM's discrete NLL, which it does not estimate)."""
         with float32(batch.pos):
             loss = self.flow_loss(self.averaged("net"), batch, self._generator(stream, batch_idx)).mean()
             self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch.num_graphs, sync_dist=True)
             if self.hparams.get("ode_likelihood", False):
                 nll = self.nll_terms(batch, self._generator(stream, batch_idx))["nll"].mean()
-                self.log(f"{stage}/nll", nll, batch_size=batch.num_graphs, sync_dist=True)
+                self.log(f"{stage}/density_nll", nll, batch_size=batch.num_graphs, sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, 1, batch_idx, "val")
