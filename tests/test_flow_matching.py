@@ -495,3 +495,13 @@ def test_a_checkpoint_written_before_the_path_settings_loads_as_the_linear_path_
         torch.testing.assert_close(loaded.state_dict()[name], value)
     output, _ = loaded.sample(torch.tensor([4, 6]), "euler", stride=10, generator=torch.Generator().manual_seed(0))
     assert output.num_evaluations == 10 and torch.isfinite(output.pos).all()
+
+
+def test_a_pooled_variance_is_refused_on_a_path_with_one_alpha_bar_per_block(sample_blocks):
+    """The paper's and the reference's pooled v_hat cannot follow two blocks moving at different rates."""
+    from gaga.gaussianity import GaussianitySettings, find_t_star
+
+    blocks, offsets = sample_blocks
+    settings = GaussianitySettings(variance="paper", dataset_molecules=50, grid_step=50, workers=1)
+    with pytest.raises(ValueError, match=r"each block its own alpha_bar .* not 'all': use gaga.variance=exact"):
+        find_t_star(blocks, offsets, FlowPath(100, "hybrid").alpha_bar(), settings, progress=False)

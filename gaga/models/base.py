@@ -536,9 +536,9 @@ class DiffusionBackbone(pl.LightningModule):
             num_molecules=len(num_atoms),
             generator=generator,
         )
-        z = torch.cat(
-            [z[:, :3] * self.block_path_scale(start, POSITIONS), z[:, 3:] * self.block_path_scale(start, FEATURES)], 1
-        )
+        if self.path_scale(start) != 1.0:  # per block for paths whose blocks move at different rates
+            scales = [self.block_path_scale(start, POSITIONS), self.block_path_scale(start, FEATURES)]
+            z = torch.cat([z[:, :3] * scales[0], z[:, 3:] * scales[1]], dim=1)
         output = self.reverse(
             z[:, :3], z[:, 3:], batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame
         )
