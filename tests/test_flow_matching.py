@@ -208,7 +208,7 @@ def test_ode_with_the_analytic_velocity_recovers_the_data_gaussian(method, t_sta
 
     pos, unchanged = torch.zeros(n, 3, dtype=torch.float64), lambda p, q: (p, q)
     if method == "adaptive":
-        pytest.importorskip("torchdiffeq")  # an optional dependency (gaga[ode]); the dev extra installs it
+        pytest.importorskip("torchdiffeq")  # a core dependency since dopri5 became the default sampler
         _, h_0, evaluations = integrate_adaptive(analytic, pos, h, batch, t_start, unchanged)
         assert 6 <= evaluations < 500  # dopri5: six evaluations a step, a handful of steps on this smooth field
     else:

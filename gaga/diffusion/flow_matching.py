@@ -2,7 +2,7 @@
 
 The velocity regression loss, EquiFM's equivariant optimal-transport coupling of noise to data (all-atom Hungarian
 assignment alternated with Kabsch, then one assignment on the rotated noise), ODE sampling (Euler, Heun, adaptive
-dopri5 through the optional `torchdiffeq`) and the continuous density by the instantaneous change of variables.
+dopri5 through `torchdiffeq`) and the continuous density by the instantaneous change of variables.
 A velocity field is called like a denoiser: v(pos_t, h_t, t, batch) -> (v_pos, v_h), t in [0, 1]
 (`FlowPath.field(net)` turns a network trained on a path into one).
 """
@@ -187,7 +187,7 @@ def _odeint(what: str):
     try:
         from torchdiffeq import odeint
     except ImportError as error:
-        raise ImportError(f"{what} needs torchdiffeq: pip install torchdiffeq (or gaga[ode])") from error
+        raise ImportError(f"{what} needs torchdiffeq (a gaga dependency): pip install torchdiffeq") from error
     return odeint
 
 
