@@ -80,6 +80,7 @@ def check_settings(cfg: DictConfig) -> None:
                 f"{key}={value!r}: {key} must be {expected}; fix it on the command line or in the config"
             )
     _check_t_star(cfg)
+    _check_coupling(cfg)
     _check_chain(cfg)
     _check_resume_path(cfg.get("ckpt_path"))
 
@@ -92,6 +93,18 @@ def _check_t_star(cfg: DictConfig) -> None:
             f"gaga.t_star={t_star}: T* must lie in 1..{timesteps} (the schedule's T); set gaga.t_star=auto to "
             "measure it, or a step in that range"
         )
+
+
+def _check_coupling(cfg: DictConfig) -> None:
+    """Flow matching's OT coupling with GAGA: gaga.models.flow_matching.check_coupling's rule, before the data load."""
+    if not OmegaConf.select(cfg, "backbone.ot_coupling", default=False):
+        return
+    from gaga.models.flow_matching import check_coupling
+
+    try:
+        check_coupling(True, truncated=OmegaConf.select(cfg, "gaga.t_star", default="off") != "off")
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
 
 
 def _check_chain(cfg: DictConfig) -> None:

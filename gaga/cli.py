@@ -135,7 +135,8 @@ def _resume_path(ckpt_path: str | None, trainer) -> str | None:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def train(cfg: DictConfig) -> float | None:
-    """Returns `optimized_metric` (val/nll by default) so that Hydra sweepers (Optuna) can optimise it."""
+    """Returns `optimized_metric` (the backbone's validation metric: val/loss for flow matching, val/nll for the
+    others) so that Hydra sweepers (Optuna) can optimise it."""
     quiet_third_party()
     result = run_training(cfg)
     return result["metrics"].get(cfg.optimized_metric)

@@ -68,6 +68,12 @@ CASES = [
         ["gaga.t_star=soon"],
         r"t_star='soon': gaga.t_star must be auto, off or a step",
     ),
+    Case(
+        "GAGA with the OT coupling",
+        "train",
+        ["backbone=flow_matching", "backbone.ot_coupling=true"],
+        r"GAGA's closed form needs noise independent of the data, .* set backbone.ot_coupling=false or gaga.t_star=off",
+    ),
     # data sizes
     Case("batch of 0", "train", ["data.batch_size=0"], r"data.batch_size=0: .*>= 1"),
     Case("batch above the split", "train", ["data.batch_size=100"], r"batch_size=100 is larger than the", early=False),

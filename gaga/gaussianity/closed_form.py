@@ -4,6 +4,8 @@ Zero-meaned blocks (the paper): mu_t = 0 and v_t = alpha_bar_t v_hat + (1 - alph
 unit noise this is the paper's v_t = 1 - alpha_bar_t (1 - v_hat). Blocks that keep their mean (gaga.features=kept):
 per column j, mu_t,j = sqrt(alpha_bar_t) m_j and v_t,j = alpha_bar_t v_j + (1 - alpha_bar_t) (VarianceEstimate.mean).
 GAGA replaces x_T* by a draw from N(mu_T*, v_T*).
+alpha_bar may be one value (array) for every block, or a dict block -> value (array) for paths whose blocks move at
+different rates (flow matching's hybrid path: `block_alpha_bar`).
 """
 
 from __future__ import annotations
@@ -15,14 +17,34 @@ from gaga.gaussianity.blocks import POSITIONS
 from gaga.gaussianity.variance import VarianceEstimate
 
 
+def block_alpha_bar(alpha_bar, block: str):
+    """alpha_bar of `block` (or of a pooled component): `alpha_bar` itself, or its entry when it is a dict
+    block -> alpha_bar (a path whose blocks move at different rates)."""
+    if not isinstance(alpha_bar, dict):
+        return alpha_bar
+    if block not in alpha_bar:
+        raise ValueError(
+            f"this path gives each block its own alpha_bar ({sorted(alpha_bar)}), so the variance must be per block, "
+            f"not {block!r}: use gaga.variance=exact"
+        )
+    return alpha_bar[block]
+
+
+def alpha_bar_at(alpha_bar, steps):
+    """alpha_bar[steps], per block when alpha_bar is a dict."""
+    if isinstance(alpha_bar, dict):
+        return {block: np.asarray(values, dtype=np.float64)[steps] for block, values in alpha_bar.items()}
+    return np.asarray(alpha_bar, dtype=np.float64)[steps]
+
+
 def marginal_variance(estimate: VarianceEstimate, alpha_bar_t) -> dict[str, np.ndarray | float]:
     """v_t per component: alpha_bar_t * v_hat + (1 - alpha_bar_t) * noise, shaped alpha_bar_t's shape followed by
     the component's columns (none for a scalar v_hat; one per column for a block that keeps its mean)."""
-    alpha_bar_t = np.asarray(alpha_bar_t, dtype=np.float64)
     variances = {}
     for name, v in estimate.data.items():
         v = np.asarray(v, dtype=np.float64)
-        a = alpha_bar_t.reshape(alpha_bar_t.shape + (1,) * v.ndim)
+        alpha_bar_c = np.asarray(block_alpha_bar(alpha_bar_t, name), dtype=np.float64)
+        a = alpha_bar_c.reshape(alpha_bar_c.shape + (1,) * v.ndim)
         variances[name] = a * v + (1.0 - a) * estimate.noise[name]
     return variances
 
@@ -31,7 +53,7 @@ def marginal_mean(estimate: VarianceEstimate, block: str, alpha_bar_t: float) ->
     """mu_t of `block` at one step: sqrt(alpha_bar_t) times the data's column mean (0 for zero-meaned blocks)."""
     if block not in estimate.mean:
         return 0.0
-    return np.sqrt(alpha_bar_t) * np.asarray(estimate.mean[block], dtype=np.float64)
+    return np.sqrt(block_alpha_bar(alpha_bar_t, block)) * np.asarray(estimate.mean[block], dtype=np.float64)
 
 
 def reference_std(estimate: VarianceEstimate, alpha_bar_t: float) -> dict[str, np.ndarray | float]:

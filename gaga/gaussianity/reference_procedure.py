@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from gaga.gaussianity.blocks import SizeGroups
+from gaga.gaussianity.closed_form import block_alpha_bar
 from gaga.gaussianity.ks import ks_passes, ks_statistic
 from gaga.gaussianity.mutual_info import column_pair_mutual_information, paired_mutual_information, reference_pairs
 
@@ -65,8 +66,11 @@ class PerMoleculePlan:
     def __init__(self, grid, alpha_bar, variance_by_block, k, alpha_level, mi_threshold, zero_com_blocks,
                  dtype=np.float64):
         self.grid = np.asarray(grid)
-        alpha_bar_grid = np.asarray(alpha_bar, dtype=np.float64)[self.grid]
-        self.alpha, self.sigma = np.sqrt(alpha_bar_grid), np.sqrt(1.0 - alpha_bar_grid)
+        # per block when alpha_bar is a dict block -> alpha_bar (a path whose blocks move at different rates)
+        self.alpha, self.sigma = {}, {}
+        for block in variance_by_block:
+            alpha_bar_grid = np.asarray(block_alpha_bar(alpha_bar, block), dtype=np.float64)[self.grid]
+            self.alpha[block], self.sigma[block] = np.sqrt(alpha_bar_grid), np.sqrt(1.0 - alpha_bar_grid)
         # per grid step: one value, or one per column for a block that keeps its mean
         self.variance = {
             block: np.broadcast_to(v, self.grid.shape + np.shape(v)[1:]) for block, v in variance_by_block.items()
@@ -110,7 +114,7 @@ class MoleculeTask:
             eps = self.rng.standard_normal(x0.shape, dtype=np.float32)
             if block in self.plan.zero_com_blocks:
                 eps -= eps.mean(axis=1, keepdims=True)
-            z[block] = self.plan.alpha[t_index] * x0 + self.plan.sigma[t_index] * eps
+            z[block] = self.plan.alpha[block][t_index] * x0 + self.plan.sigma[block][t_index] * eps
         return z
 
     def run(self) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from gaga.gaussianity.blocks import FEATURES, POSITIONS, SizeGroups, validate_blocks
 from gaga.gaussianity.choice import VARIANCES, choose_variance
-from gaga.gaussianity.closed_form import marginal_variance
+from gaga.gaussianity.closed_form import alpha_bar_at, block_alpha_bar, marginal_variance
 from gaga.gaussianity.dataset_mode import DatasetSample, dependence_null, first_below
 from gaga.gaussianity.functional import functional_along_t
 from gaga.gaussianity.reference_procedure import NOT_REACHED, OVERALL, PerMoleculePlan, first_passing_steps
@@ -174,11 +174,12 @@ def _dataset_mode(blocks, offsets, alpha_bar, variance, settings, grid, rng, pro
         def evaluate(t: int) -> float:
             cache = values.setdefault(f"{kind}:{block}", {})
             if t not in cache:
-                v_t = marginal_variance(variance, alpha_bar[t])[variance.component(block)]
+                v_t = marginal_variance(variance, alpha_bar_at(alpha_bar, t))[variance.component(block)]
+                alpha_bar_t = block_alpha_bar(alpha_bar, block)[t]
                 cache[t] = (
-                    sample.ks_distance(block, alpha_bar[t], v_t)
+                    sample.ks_distance(block, alpha_bar_t, v_t)
                     if kind == "D"
-                    else sample.dependence(block, alpha_bar[t], settings.k_for(block), settings.workers)
+                    else sample.dependence(block, alpha_bar_t, settings.k_for(block), settings.workers)
                 )
                 if progress is not None:
                     progress.update(1)
@@ -230,7 +231,7 @@ def per_molecule_plan(
 ) -> PerMoleculePlan:
     """The reference procedure's plan for `blocks`: expected v_t per grid step, k, thresholds and the settings' noise
     (zero-mean per molecule in settings.zero_com_blocks; the callback sets these from the model)."""
-    expected = {b: marginal_variance(variance, alpha_bar[grid])[variance.component(b)] for b in blocks}
+    expected = {b: marginal_variance(variance, alpha_bar_at(alpha_bar, grid))[variance.component(b)] for b in blocks}
     return PerMoleculePlan(
         grid,
         alpha_bar,
@@ -282,7 +283,8 @@ def find_t_star(
     progress: bool = True,
     variance: VarianceEstimate | None = None,
 ) -> TStarResult:
-    """T_ID, T_DS and T* of zero-meaned blocks (see blocks.molecule_blocks) under alpha_bar[t], t = 0..T.
+    """T_ID, T_DS and T* of zero-meaned blocks (see blocks.molecule_blocks) under alpha_bar[t], t = 0..T (or a dict
+    block -> alpha_bar[t] for a path whose blocks move at different rates; then the variance must be per block).
 
     `variance` defaults to the settings' variance choice on these blocks (all molecules, before any subsampling);
     summary["start_v_hat"] holds the sampler's start v_hat per block that goes with it (gaussianity.choice).
@@ -292,7 +294,7 @@ def find_t_star(
     settings = settings or GaussianitySettings()
     start_time = time.perf_counter()
     offsets = np.asarray(offsets, dtype=np.int64)
-    alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
+    alpha_bar = alpha_bar_at(alpha_bar, slice(None))
     validate_blocks(blocks, offsets, settings.zero_com_blocks, source="find_t_star blocks")
     tested = settings.tested_blocks or tuple(blocks)
     missing = sorted(set(tested) - set(blocks))
@@ -305,7 +307,7 @@ def find_t_star(
     else:
         start = {b: variance.start_v_hat(b) for b in blocks}
     blocks = centre_kept_blocks(blocks, variance)  # kept blocks then have mean 0 at every t
-    grid = _grid(settings, len(alpha_bar) - 1)
+    grid = _grid(settings, len(next(iter(alpha_bar.values())) if isinstance(alpha_bar, dict) else alpha_bar) - 1)
     rng = np.random.default_rng(settings.seed)
     run = _dataset_mode if settings.mode == "dataset" else _per_molecule_mode
     tested_blocks = {b: blocks[b] for b in tested}
@@ -333,12 +335,12 @@ def _variance_and_functional_curves(blocks, offsets, alpha_bar, variance, settin
     rows = np.concatenate(list(SizeGroups.from_offsets(offsets, ids).rows.values()), axis=None)
     curves = {}
     for block, values in blocks.items():
-        v_t = marginal_variance(variance, alpha_bar[steps])[variance.component(block)]
+        v_t = marginal_variance(variance, alpha_bar_at(alpha_bar, steps))[variance.component(block)]
         v_t = v_t.reshape(len(steps), -1).mean(axis=1)  # a block that keeps its mean: the mean over its columns
         curves[f"v:{block}"] = [float(v) for v in v_t]
         h_t = functional_along_t(
             values[rows],
-            alpha_bar[steps],
+            block_alpha_bar(alpha_bar, block)[steps],
             settings.functional_order,
             settings.functional_beta,
             settings.functional_weights,

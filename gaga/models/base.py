@@ -268,27 +268,33 @@ class DiffusionBackbone(pl.LightningModule):
         mean = {} if self.feature_mean is None else {FEATURES: list(self.feature_mean)}
         return VarianceEstimate("checkpoint", True, data, {POSITIONS: 1.0, FEATURES: 1.0}, mean)
 
-    def alpha_bar(self, t: int) -> float:
+    def alpha_bar(self, t: int) -> float | dict[str, float]:
+        """alpha_bar_t, or a dict block -> alpha_bar_t for paths whose blocks move at different rates."""
         return float(self.schedule.alpha2(torch.tensor(t)))
 
-    def path_scale(self, t: int) -> float:
-        """s_t with z_t = s_t (sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps): 1 for variance-preserving paths."""
+    def path_scale(self, t: int) -> float | dict[str, float]:
+        """s_t with z_t = s_t (sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps): 1 for variance-preserving paths; a
+        dict block -> s_t for paths whose blocks move at different rates."""
         return 1.0
+
+    def block_path_scale(self, t: int, block: str) -> float:
+        """`path_scale` of one block."""
+        scale = self.path_scale(t)
+        return float(scale[block]) if isinstance(scale, dict) else float(scale)
 
     def start_variance(self, t: int) -> tuple[float, float | torch.Tensor]:
         """GAGA's closed-form variance of z_t for (positions, features): s_t^2 (1 - alpha_bar_t (1 - v_hat)); per
         column (a tensor [F]) for features that keep their mean."""
         variance = marginal_variance(self.variance_estimate, self.alpha_bar(t))
-        scale2 = self.path_scale(t) ** 2
-        features = variance[FEATURES] * scale2
+        features = variance[FEATURES] * self.block_path_scale(t, FEATURES) ** 2
         features = float(features) if np.ndim(features) == 0 else torch.as_tensor(features, device=self.device)
-        return float(variance[POSITIONS]) * scale2, features
+        return float(variance[POSITIONS]) * self.block_path_scale(t, POSITIONS) ** 2, features
 
     def start_feature_mean(self, t: int) -> torch.Tensor | None:
         """The closed-form mean of the features of z_t, s_t sqrt(alpha_bar_t) m [F] (None: zero-meaned features)."""
         if self.feature_mean is None:
             return None
-        mean = marginal_mean(self.variance_estimate, FEATURES, self.alpha_bar(t)) * self.path_scale(t)
+        mean = marginal_mean(self.variance_estimate, FEATURES, self.alpha_bar(t)) * self.block_path_scale(t, FEATURES)
         return torch.as_tensor(mean, dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
@@ -432,8 +438,9 @@ class DiffusionBackbone(pl.LightningModule):
             num_molecules=len(num_atoms),
             generator=generator,
         )
-        if self.path_scale(start) != 1.0:
-            z = z * self.path_scale(start)
+        if self.path_scale(start) != 1.0:  # per block for paths whose blocks move at different rates
+            scales = [self.block_path_scale(start, POSITIONS), self.block_path_scale(start, FEATURES)]
+            z = torch.cat([z[:, :3] * scales[0], z[:, 3:] * scales[1]], dim=1)
         output = self.reverse(
             z[:, :3], z[:, 3:], batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame
         )
