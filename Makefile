@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) sample.py ckpt=$$(ls -td outputs/quickstart/*/*/checkpoints/last.ckpt | head -1) n_samples=100 strain_molecules=100 chain=4
 
 test: $(STAMP)
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -356,7 +356,8 @@ def test_samples_have_zero_centre_of_mass_and_count_evaluations(sampler, evaluat
     schedule = {**HYBRID, "timesteps": 100, "kind": kind}
     _, model = tiny_setup("flow_matching", zero_mean_features=True, schedule=schedule)
     model.set_truncation({"t_star": 60, "v_hat": {"pos": 2.0, "h": 0.0075}})
-    output, batch = model.sample(torch.tensor([5, 8, 3]), sampler, stride=6, generator=torch.Generator().manual_seed(0))
+    stride = 6 if sampler != "auto" else 1  # dopri5 takes its own steps: a stride is refused
+    output, batch = model.sample(torch.tensor([5, 8, 3]), sampler, stride, generator=torch.Generator().manual_seed(0))
     assert output.pos.shape == (16, 3) and output.atom_types.shape == (16,)
     centres = output.pos - remove_mean(output.pos, batch)
     assert float(centres.abs().max()) <= 1e-6 * max(1.0, float(output.pos.abs().max()))
@@ -475,7 +476,7 @@ def test_flow_matching_presets_rank_runs_by_the_velocity_loss_and_edm_by_its_nll
 def test_a_checkpoint_written_before_the_path_settings_loads_as_the_linear_path_and_samples(tmp_path):
     """A checkpoint file whose hyperparameters predate the path kinds, the loss and ODE settings (as written by
     earlier versions: LinearPath, nll_steps) loads as the linear path with the defaults and samples."""
-    from gaga.sampling import load_model
+    from gaga.models.checkpoints import load_model
 
     datamodule, model = tiny_setup("flow_matching", train=8, batch_size=8)
     trainer = quiet_trainer(max_steps=1, limit_val_batches=0, default_root_dir=tmp_path)
