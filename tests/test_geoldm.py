@@ -139,8 +139,12 @@ def test_two_stage_option_trains_the_encoder_then_freezes_it_and_finds_t_star_on
     seen = {}
 
     class Watch(pl.Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen[f"start{trainer.current_epoch}"] = {k: v.clone() for k, v in pl_module.encoder.state_dict().items()}
+
+        def on_train_epoch_end(self, trainer, pl_module):  # runs before the module's own epoch-end hook
             seen[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.encoder.state_dict().items()}
+            seen[f"ema{trainer.current_epoch}"] = {k: v.clone() for k, v in pl_module.ema_encoder.state_dict().items()}
             seen[f"gaga{trainer.current_epoch}"] = pl_module.hparams.gaga
             seen[f"loss{trainer.current_epoch}"] = set(trainer.callback_metrics)
 
@@ -152,7 +156,10 @@ def test_two_stage_option_trains_the_encoder_then_freezes_it_and_finds_t_star_on
     )
     trainer.fit(model, datamodule=datamodule)
     assert any(not torch.equal(seen[0][k], initial[k]) for k in initial), "the first stage must train the encoder"
-    assert all(torch.equal(seen[1][k], seen[0][k]) for k in initial), "the encoder must be frozen after it"
+    # the second stage starts from the first stage's EMA encoder (released: generative_model_ema.npy), frozen
+    assert all(torch.equal(seen["start1"][k], seen["ema0"][k]) for k in initial), "stage 2 must load the EMA encoder"
+    assert any(not torch.equal(seen["ema0"][k], seen[0][k]) for k in initial)
+    assert all(torch.equal(seen[1][k], seen["start1"][k]) for k in initial), "the encoder must be frozen after it"
     assert seen["gaga0"] is None and seen["gaga1"]["t_star"] >= 1  # T* only once the encoder is final
     assert "train/kl" in seen["loss0"] and "train/l2" in seen["loss1"]
     identity = model.gaussianity_identity()
