@@ -298,3 +298,15 @@ def test_checkpoint_without_encoder_inputs_loads_as_normalised(tmp_path):
     assert loaded.hparams.encoder_inputs == "normalised" and loaded.autoencoder_units.onehot_scale == 4.0
     with pytest.raises(ValueError, match="backbone.encoder_inputs=normalised to resume"):
         model.on_load_checkpoint(checkpoint)
+
+
+def test_two_stage_checkpoint_without_an_encoder_ema_loads():
+    """Two-stage checkpoints written before the encoder had an EMA copy: the copy starts as the encoder."""
+    _, model = tiny_setup("geoldm", autoencoder_epochs=1)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("ema_encoder.")}
+    with torch.no_grad():
+        for parameter in model.ema_encoder.parameters():
+            parameter.add_(1.0)
+    model.load_state_dict(state)
+    for name, value in model.encoder.state_dict().items():
+        assert torch.equal(model.ema_encoder.state_dict()[name], value), name
