@@ -34,8 +34,9 @@ def main() -> int:
     args = parser.parse_args()
     command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-rs", "tests/test_equivalence.py"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    now = datetime.datetime.now(datetime.UTC)
     lines = [
-        f"gaga equivalence with the released EDM and GeoLDM code, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"gaga equivalence with the released EDM and GeoLDM code, {now:%Y-%m-%d %H:%M} UTC",
         f"gaga commit {_commit(ROOT)}",
     ]
     for name in ("edm", "geoldm"):

@@ -34,6 +34,7 @@ def _encoder_inputs(value) -> bool:
 
     return value in ENCODER_INPUTS
 
+
 # key -> (test, what a valid value is); a key missing from the config (another backbone, gaga=off) is not checked
 RULES: dict[str, tuple[Callable, str]] = {
     "seed": (_integer, "an integer"),

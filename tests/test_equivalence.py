@@ -176,15 +176,25 @@ def test_edm_reverse_step_and_decoding(edm_pair):
     ours.eval(), released.eval()
     generator = torch.Generator().manual_seed(3)
     pos, h = ours.normalised_atoms(batch)
-    pos = remove_mean(pos.double() + 0.05 * torch.randn(pos.shape, generator=generator, dtype=torch.float64), batch.batch)
+    pos = remove_mean(
+        pos.double() + 0.05 * torch.randn(pos.shape, generator=generator, dtype=torch.float64), batch.batch
+    )
     h = h.double() + 0.05 * torch.randn(h.shape, generator=generator, dtype=torch.float64)
     frames = []
     tape = ref.NoiseTape(batch.batch)
     with torch.no_grad():
         with tape.record():
             output = ancestral_sample(
-                ours.net, ours.schedule, OneHotDecoder(ours.normalizer), pos, h, batch.batch, batch.num_graphs,
-                t_start=1, generator=generator, keep_frame=lambda step, p, f: frames.append((p.clone(), f.clone())),
+                ours.net,
+                ours.schedule,
+                OneHotDecoder(ours.normalizer),
+                pos,
+                h,
+                batch.batch,
+                batch.num_graphs,
+                t_start=1,
+                generator=generator,
+                keep_frame=lambda step, p, f: frames.append((p.clone(), f.clone())),
             )
         node_mask, edges = ref.masks(batch.batch)
         tape.wire(released, released.in_node_nf)
@@ -370,8 +380,16 @@ def test_geoldm_reverse_step_and_decoding(geoldm_pair):
     with torch.no_grad():
         with tape.record():
             output = ancestral_sample(
-                ours.net, ours.schedule, ours.decode, z_pos, z_h, batch.batch, batch.num_graphs, t_start=1,
-                generator=generator, keep_frame=lambda step, p, f: frames.append((p.clone(), f.clone())),
+                ours.net,
+                ours.schedule,
+                ours.decode,
+                z_pos,
+                z_h,
+                batch.batch,
+                batch.num_graphs,
+                t_start=1,
+                generator=generator,
+                keep_frame=lambda step, p, f: frames.append((p.clone(), f.clone())),
             )
         node_mask, edges = ref.masks(batch.batch)
         tape.wire(released, LATENT_NF)

@@ -193,9 +193,7 @@ def _charged_model(**options):
     return next(iter(datamodule.train_dataloader())), model
 
 
-@pytest.mark.parametrize(
-    "encoder_inputs, onehot_scale, charge_scale", [("raw", 1.0, 1.0), ("normalised", 4.0, 10.0)]
-)
+@pytest.mark.parametrize("encoder_inputs, onehot_scale, charge_scale", [("raw", 1.0, 1.0), ("normalised", 4.0, 10.0)])
 def test_encoder_reads_the_atoms_in_the_units_asked_for(encoder_inputs, onehot_scale, charge_scale):
     """raw (the released GeoLDM, the default): angstrom, one-hot 0/1, charge Z; normalised: one-hot / 4, Z / 10."""
     batch, model = _charged_model(encoder_inputs=encoder_inputs)
