@@ -70,8 +70,7 @@ def _compare_gradients(ours: torch.nn.Module, released: torch.nn.Module, what: s
 @pytest.fixture(scope="module")
 def edm_pair():
     """(datamodule, gaga EDM, released EnVariationalDiffusion) with the released dynamics' random weights."""
-    (models,) = ref.import_released("edm", "equivariant_diffusion.en_diffusion")
-    (egnn_models,) = ref.import_released("edm", "egnn.models")
+    models, egnn_models = ref.import_released("edm", "equivariant_diffusion.en_diffusion", "egnn.models")
     torch.manual_seed(0)
     datamodule, ours = tiny_setup(
         "edm", net=NET, schedule=SCHEDULE, ema_decay=0.0, normalizer={"include_charges": True}, train=16
@@ -216,8 +215,7 @@ def test_edm_reverse_step_and_decoding(edm_pair):
 @pytest.fixture(scope="module")
 def geoldm_pair():
     """(datamodule, gaga GeoLDM, released EnLatentDiffusion with trainable_ae) with the released random weights."""
-    (models,) = ref.import_released("geoldm", "equivariant_diffusion.en_diffusion")
-    (egnn_models,) = ref.import_released("geoldm", "egnn.models")
+    models, egnn_models = ref.import_released("geoldm", "equivariant_diffusion.en_diffusion", "egnn.models")
     torch.manual_seed(0)
     encoder = {"_target_": "gaga.nn.EquivariantEncoder", "hidden_nf": HIDDEN, "n_layers": 1}
     decoder = {"_target_": "gaga.nn.EquivariantDecoder", "hidden_nf": HIDDEN, "n_layers": LAYERS}
