@@ -276,15 +276,16 @@ def test_first_stage_draws_the_latent_with_the_released_fixed_sigma(monkeypatch)
 
 
 def test_checkpoint_without_encoder_inputs_loads_as_normalised(tmp_path):
-    """Checkpoints written before the setting existed encoded normalised atoms: sampling reads them so, and resuming
-    one with the new default stops with a one-line message naming the key."""
+    """Checkpoints written before the settings existed encoded normalised atoms (and drew the first stage's latent
+    with the encoder's own std): sampling reads them so, and resuming one with the new defaults stops with a
+    one-line message naming the key."""
     import gaga
     from gaga.models.base import plain
     from gaga.sampling import load_model
 
     _, model = _charged_model()
     hparams = plain(dict(model.hparams))
-    del hparams["encoder_inputs"]
+    del hparams["encoder_inputs"], hparams["autoencoder_sigma"]
     checkpoint = {
         "hyper_parameters": hparams,
         "state_dict": model.state_dict(),
@@ -294,6 +295,7 @@ def test_checkpoint_without_encoder_inputs_loads_as_normalised(tmp_path):
     torch.save(checkpoint, tmp_path / "old.ckpt")
     loaded = load_model(tmp_path / "old.ckpt")
     assert loaded.hparams.encoder_inputs == "normalised" and loaded.autoencoder_units.onehot_scale == 4.0
+    assert loaded.hparams.autoencoder_sigma is None  # the encoder's own posterior std, as before
     with pytest.raises(ValueError, match="backbone.encoder_inputs=normalised to resume"):
         model.on_load_checkpoint(checkpoint)
 

@@ -44,11 +44,12 @@ class GeoLDM(DiffusionBackbone):
             issue 20, and what a checkpoint without this setting is read as).
         autoencoder_epochs: 0 (the released GeoLDM: the encoder keeps its initial weights) or the number of first
             epochs that train encoder and decoder as a VAE, without diffusion; then encoder and decoder continue
-            from their EMA weights (as the released second stage loads `generative_model_ema.npy`), the encoder
-            frozen.
+            from their EMA weights when EMA is on (as the released second stage loads `generative_model_ema.npy`),
+            the encoder frozen.
         kl_weight: weight of the VAE's KL term in those epochs (GeoLDM: 0.01).
         autoencoder_sigma: the standard deviation of the VAE's latent in those epochs: the released 0.0032 (its
-            `EnHierarchicalVAE.encode` fixes it), or null for the encoder's own posterior standard deviations.
+            `EnHierarchicalVAE.encode` fixes it), or null for the encoder's own posterior standard deviations
+            (gaga before issue 20, and what a checkpoint without this setting is read as).
         schedule, dataset: as for `gaga.models.edm.EDM`.
         **settings: the settings every backbone takes (`gaga.models.base.SHARED_SETTINGS`). Here
             `zero_mean_features` centres the latent features (and their noise) per molecule, as GAGA's closed form
@@ -56,10 +57,10 @@ class GeoLDM(DiffusionBackbone):
     """
 
     backbone_name = "geoldm"
-    averaged_modules = ("net", "decoder")
+    averaged_modules = ("net", "decoder")  # the two-stage option adds the encoder (its EMA starts stage 2)
     diffuses_atom_features = False  # charges enter the encoder only; the latents are what GAGA tests
     # what checkpoints written before a setting existed meant by it (gaga.sampling.load_model, resuming)
-    legacy_settings = {"encoder_inputs": "normalised"}
+    legacy_settings = {"encoder_inputs": "normalised", "autoencoder_sigma": None}
 
     def __init__(
         self,
@@ -138,13 +139,19 @@ class GeoLDM(DiffusionBackbone):
         return self.autoencoder_units.encode(pos, batch.x, batch.charges)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Resuming needs the encoder's units of the checkpoint (one without the setting: normalised)."""
-        stored = checkpoint["hyper_parameters"].get("encoder_inputs", self.legacy_settings["encoder_inputs"])
-        if stored != self.hparams.encoder_inputs:
-            raise ValueError(
-                f"the checkpoint's autoencoder reads {stored} atoms but backbone.encoder_inputs="
-                f"{self.hparams.encoder_inputs}: set backbone.encoder_inputs={stored} to resume it"
-            )
+        """Resuming needs the checkpoint's encoder units (and, within the first stage, its latent sigma); a
+        checkpoint without them meant `legacy_settings`."""
+        keys = ["encoder_inputs"]
+        if checkpoint.get("epoch", 0) < self.hparams.autoencoder_epochs:
+            keys.append("autoencoder_sigma")
+        for key in keys:
+            stored = checkpoint["hyper_parameters"].get(key, self.legacy_settings[key])
+            if stored != self.hparams[key]:
+                stored_text, current = ("null" if v is None else v for v in (stored, self.hparams[key]))
+                raise ValueError(
+                    f"the checkpoint was trained with backbone.{key}={stored_text} but this run has "
+                    f"backbone.{key}={current}: set backbone.{key}={stored_text} to resume it"
+                )
         super().on_load_checkpoint(checkpoint)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
