@@ -28,6 +28,13 @@ def _number(value) -> bool:
 
 _MISSING = object()
 
+
+def _encoder_inputs(value) -> bool:
+    from gaga.models.geoldm import ENCODER_INPUTS
+
+    return value in ENCODER_INPUTS
+
+
 # key -> (test, what a valid value is); a key missing from the config (another backbone, gaga=off) is not checked
 RULES: dict[str, tuple[Callable, str]] = {
     "seed": (_integer, "an integer"),
@@ -45,6 +52,11 @@ RULES: dict[str, tuple[Callable, str]] = {
     "backbone.net.n_layers": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "backbone.optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0"),
     "backbone.ema_decay": (lambda v: v is None or (_number(v) and 0 <= v < 1), "a number in [0, 1) or null"),
+    "backbone.encoder_inputs": (_encoder_inputs, "raw (the released GeoLDM) or normalised"),
+    "backbone.autoencoder_sigma": (
+        lambda v: v is None or (_number(v) and v > 0),
+        "a number > 0 (released: 0.0032) or null",
+    ),
     "gaga.t_star": (lambda v: v in ("auto", "off") or _integer(v), "auto, off or a step number in 1..T"),
     "gaga.eps_ds": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
     "gaga.eps_dep": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),

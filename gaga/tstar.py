@@ -1,6 +1,7 @@
 """T* without training: `python -m gaga.tstar [-m] gaga.eps_ds=0.01,0.02 gaga.eps_dep=0.005,0.01` (or `gaga-tstar`).
 
-Each job builds the configured data and backbone and finds T* on the training data exactly as the
+Each job builds the configured data and backbone (seeded with `seed`, as train.py does, so that GeoLDM's random
+encoder is the one a training run builds) and finds T* on the training data exactly as the
 GaussianityCallback does before fit (the same cache under paths.data_dir/tstar, the same gaussianity/ files in its
 run folder); nothing is trained. A multirun ends with one table (tstar_sweep.csv: eps -> T_ID, T_DS, T*) and one
 plot (tstar_sweep.png) in the sweep folder, written by `SweepTable`.
@@ -28,12 +29,15 @@ TABLE_FILE, PLOT_FILE = "tstar_sweep.csv", "tstar_sweep.png"
 def find(cfg: DictConfig):
     """(the evaluator's TStarResult for the configured data, backbone and gaga settings (cached), the backbone's T);
     ValueError saying what to change when the configuration has no T* to find."""
+    import pytorch_lightning as pl
     from hydra.utils import instantiate
 
     from gaga.cli import _instantiate, build_model
 
     if not cfg.get("gaga") or "_target_" not in cfg.gaga:
         raise ValueError("gaga=off has no T* to find; pick an evaluator (gaga=dataset or gaga=per_molecule)")
+    # seeded as train.py is: a backbone with random fixed weights (GeoLDM's encoder) is the one training builds
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     callback = _instantiate(cfg.gaga)  # settings checked before the data load
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")

@@ -78,6 +78,18 @@ CASES = [
     Case("batch of 0", "train", ["data.batch_size=0"], r"data.batch_size=0: .*>= 1"),
     Case("batch above the split", "train", ["data.batch_size=100"], r"batch_size=100 is larger than the", early=False),
     Case("subset above the data", "train", ["data.subset.train=1000000"], r"subset.train=1000000 is", early=False),
+    Case(
+        "GeoLDM encoder units",
+        "train",
+        ["backbone=geoldm", "backbone.encoder_inputs=scaled"],
+        r"backbone.encoder_inputs='scaled': .* must be raw \(the released GeoLDM\) or normalised",
+    ),
+    Case(
+        "GeoLDM first-stage sigma",
+        "train",
+        ["backbone=geoldm", "backbone.autoencoder_sigma=0"],
+        r"backbone.autoencoder_sigma=0: .* must be a number > 0 \(released: 0.0032\) or null",
+    ),
     Case("n_samples 0", "sample", ["ckpt={ckpt}", "n_samples=0"], r"n_samples=0: n_samples must be an integer >= 1"),
     Case("sample batch 0", "sample", ["ckpt={ckpt}", "batch_size=0"], r"batch_size=0: batch_size must be an integer"),
     Case("chain -1", "sample", ["ckpt={ckpt}", "chain=-1"], r"chain=-1: chain must be an integer >= 0"),

@@ -1,5 +1,7 @@
 """GeoLDM on real QM9 subsets: autoencoder equivariance, reconstruction, the joint objective, samples, T* on latents."""
 
+import math
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -8,6 +10,7 @@ from scipy.spatial.transform import Rotation
 
 from gaga.callbacks.gaussianity import GaussianityCallback
 from gaga.diffusion.forward import remove_mean
+from gaga.diffusion.schedules import NoiseSchedule
 from gaga.gaussianity import find_t_star
 from gaga.models.base import weights_digest
 from gaga.nn import EquivariantDecoder, EquivariantEncoder
@@ -149,8 +152,12 @@ def test_two_stage_option_trains_the_encoder_then_freezes_it_and_finds_t_star_on
     seen = {}
 
     class Watch(pl.Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen[f"start{trainer.current_epoch}"] = {k: v.clone() for k, v in pl_module.encoder.state_dict().items()}
+
+        def on_train_epoch_end(self, trainer, pl_module):  # runs before the module's own epoch-end hook
             seen[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.encoder.state_dict().items()}
+            seen[f"ema{trainer.current_epoch}"] = {k: v.clone() for k, v in pl_module.ema_encoder.state_dict().items()}
             seen[f"gaga{trainer.current_epoch}"] = pl_module.hparams.gaga
             seen[f"loss{trainer.current_epoch}"] = set(trainer.callback_metrics)
 
@@ -162,10 +169,154 @@ def test_two_stage_option_trains_the_encoder_then_freezes_it_and_finds_t_star_on
     )
     trainer.fit(model, datamodule=datamodule)
     assert any(not torch.equal(seen[0][k], initial[k]) for k in initial), "the first stage must train the encoder"
-    assert all(torch.equal(seen[1][k], seen[0][k]) for k in initial), "the encoder must be frozen after it"
+    # the second stage starts from the first stage's EMA encoder (released: generative_model_ema.npy), frozen
+    assert all(torch.equal(seen["start1"][k], seen["ema0"][k]) for k in initial), "stage 2 must load the EMA encoder"
+    assert any(not torch.equal(seen["ema0"][k], seen[0][k]) for k in initial)
+    assert all(torch.equal(seen[1][k], seen["start1"][k]) for k in initial), "the encoder must be frozen after it"
     assert seen["gaga0"] is None and seen["gaga1"]["t_star"] >= 1  # T* only once the encoder is final
     assert "train/kl" in seen["loss0"] and "train/l2" in seen["loss1"]
     identity = model.gaussianity_identity()
     assert (
         len(cache_entries(tmp_path / "cache")) == 1 and identity["encoder"] != initial_digest
     )  # cached under the trained encoder
+
+
+# --- the released units and loss weights, against hand computations (no reference code needed) ---------------
+
+
+class _Zeros(torch.nn.Module):
+    """A stand-in network whose outputs are zeros of the given feature width (dynamics or decoder)."""
+
+    def __init__(self, width: int | None = None):
+        super().__init__()
+        self.width, self.anchor = width, torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, pos, h, *rest):
+        width = h.shape[1] if self.width is None else self.width
+        return torch.zeros_like(pos) + self.anchor, torch.zeros(h.shape[0], width, dtype=h.dtype) + self.anchor
+
+
+def _charged_model(**options):
+    torch.manual_seed(0)
+    options = {"ema_decay": 0.0, "normalizer": {"include_charges": True}, "train": 16, **options}
+    datamodule, model = tiny_setup("geoldm", **options)
+    return next(iter(datamodule.train_dataloader())), model
+
+
+@pytest.mark.parametrize("encoder_inputs, onehot_scale, charge_scale", [("raw", 1.0, 1.0), ("normalised", 4.0, 10.0)])
+def test_encoder_reads_the_atoms_in_the_units_asked_for(encoder_inputs, onehot_scale, charge_scale):
+    """raw (the released GeoLDM, the default): angstrom, one-hot 0/1, charge Z; normalised: one-hot / 4, Z / 10."""
+    batch, model = _charged_model(encoder_inputs=encoder_inputs)
+    seen = []
+    model.encoder.register_forward_hook(lambda module, inputs, output: seen.append(inputs))
+    model.diffusion_state(batch)
+    pos, h, _ = seen[0]
+    means = torch.stack([batch.pos[batch.batch == i].mean(0) for i in range(batch.num_graphs)])
+    torch.testing.assert_close(pos, batch.pos - means[batch.batch])
+    torch.testing.assert_close(h[:, :-1], batch.x.float() / onehot_scale)
+    torch.testing.assert_close(h[:, -1], batch.charges.float().reshape(-1) / charge_scale)
+
+
+def test_the_released_units_are_the_default():
+    from gaga.config import compose
+
+    cfg = compose("train", ["experiment=geoldm_qm9"])
+    assert cfg.backbone.encoder_inputs == "raw" and cfg.backbone.autoencoder_sigma == 0.0032
+
+
+def test_joint_loss_matches_a_hand_computation(monkeypatch):
+    """With zero dynamics and decoder outputs: 0.5 ||eps||^2 / ((3 + L) N_max) + (||x||^2 + N log K + sum Z^2) /
+    ((3 + F) N_max), per molecule: EDM's 0.5 at every t, the reconstruction in raw units (charge Z, not Z / 10)."""
+    batch, model = _charged_model()
+    num_types = batch.x.shape[1]
+    model.net, model.decoder = _Zeros(), _Zeros(num_types + 1)
+    import gaga.diffusion.losses as losses
+
+    drawn = []
+    original = losses.diffuse
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        drawn.append(out)
+        return out
+
+    monkeypatch.setattr(losses, "diffuse", recording)
+    terms = model.training_terms(batch, torch.Generator().manual_seed(0))
+    _, _, eps_pos, eps_h = drawn[0]
+    sizes = torch.bincount(batch.batch)
+    n_max = float(sizes.max())
+    eps_sq = torch.zeros(batch.num_graphs).index_add_(0, batch.batch, (eps_pos**2).sum(1) + (eps_h**2).sum(1))
+    means = torch.stack([batch.pos[batch.batch == i].mean(0) for i in range(batch.num_graphs)])
+    pos_sq = torch.zeros(batch.num_graphs).index_add_(0, batch.batch, ((batch.pos - means[batch.batch]) ** 2).sum(1))
+    z_sq = torch.zeros(batch.num_graphs).index_add_(0, batch.batch, batch.charges.float().reshape(-1) ** 2)
+    reconstruction = (pos_sq + sizes * math.log(num_types) + z_sq) / ((3 + num_types + 1) * n_max)
+    expected = 0.5 * eps_sq / ((3 + 1) * n_max) + reconstruction
+    torch.testing.assert_close(terms["reconstruction"], reconstruction)
+    torch.testing.assert_close(terms["loss"], expected)
+
+
+def test_nll_holds_the_released_h_given_z0_constants():
+    """GeoLDM's log_constants_p_h_given_z0: N * 3 * (0.5 gamma_0 + 0.5 log 2 pi), gamma_0 = log(sigma_0^2 / alpha_0^2),
+    with 3 (not latent_nf) as released; it is part of the reported NLL."""
+    batch, model = _charged_model()
+    model.eval()
+    with torch.no_grad():
+        terms = model.nll_terms(batch, torch.Generator().manual_seed(0))
+    alpha_bar_0 = float(NoiseSchedule("polynomial_2", 100, 1e-5).alpha_bar()[0])
+    gamma_0 = math.log((1 - alpha_bar_0) / alpha_bar_0)
+    expected = torch.bincount(batch.batch).double() * 3 * (0.5 * gamma_0 + 0.5 * math.log(2 * math.pi))
+    torch.testing.assert_close(terms["h_given_z0_constants"].double(), expected, rtol=1e-5, atol=1e-4)
+    parts = sum(value for key, value in terms.items() if key != "nll")
+    torch.testing.assert_close(terms["nll"], parts)
+
+
+def test_first_stage_draws_the_latent_with_the_released_fixed_sigma(monkeypatch):
+    """autoencoder_sigma 0.0032 (the default): z = posterior mean + 0.0032 * noise, whatever the encoder's own std."""
+    batch, model = _charged_model(autoencoder_epochs=1)
+    seen = []
+    model.decoder.register_forward_hook(lambda module, inputs, output: seen.append(inputs))
+    model.autoencoder_terms(batch, torch.Generator().manual_seed(0))
+    pos, h = model.autoencoder_atoms(batch)
+    mean_pos, mean_h, _, _ = model.encoder.posterior(pos, h, batch.batch)
+    generator = torch.Generator().manual_seed(0)
+    noise_pos = remove_mean(torch.randn(mean_pos.shape, generator=generator), batch.batch)
+    noise_h = torch.randn(mean_h.shape, generator=generator)
+    torch.testing.assert_close(seen[0][0], remove_mean(mean_pos + 0.0032 * noise_pos, batch.batch))
+    torch.testing.assert_close(seen[0][1], mean_h + 0.0032 * noise_h)
+
+
+def test_checkpoint_without_encoder_inputs_loads_as_normalised(tmp_path):
+    """Checkpoints written before the settings existed encoded normalised atoms (and drew the first stage's latent
+    with the encoder's own std): sampling reads them so, and resuming one with the new defaults stops with a
+    one-line message naming the key."""
+    import gaga
+    from gaga.models.base import plain
+    from gaga.models.checkpoints import load_model
+
+    _, model = _charged_model()
+    hparams = plain(dict(model.hparams))
+    del hparams["encoder_inputs"], hparams["autoencoder_sigma"]
+    checkpoint = {
+        "hyper_parameters": hparams,
+        "state_dict": model.state_dict(),
+        "backbone_target": "gaga.models.geoldm.GeoLDM",
+        "gaga_version": gaga.__version__,
+    }
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    loaded = load_model(tmp_path / "old.ckpt")
+    assert loaded.hparams.encoder_inputs == "normalised" and loaded.autoencoder_units.onehot_scale == 4.0
+    assert loaded.hparams.autoencoder_sigma is None  # the encoder's own posterior std, as before
+    with pytest.raises(ValueError, match="backbone.encoder_inputs=normalised to resume"):
+        model.on_load_checkpoint(checkpoint)
+
+
+def test_two_stage_checkpoint_without_an_encoder_ema_loads():
+    """Two-stage checkpoints written before the encoder had an EMA copy: the copy starts as the encoder."""
+    _, model = tiny_setup("geoldm", autoencoder_epochs=1)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("ema_encoder.")}
+    with torch.no_grad():
+        for parameter in model.ema_encoder.parameters():
+            parameter.add_(1.0)
+    model.load_state_dict(state)
+    for name, value in model.encoder.state_dict().items():
+        assert torch.equal(model.ema_encoder.state_dict()[name], value), name

@@ -29,3 +29,28 @@ def test_eps_grid_gives_one_table_and_plot_and_fills_the_cache(tmp_path):
     assert out.count("T* sweep of 4 jobs") == 1
 
     assert len(list((tmp_path / "cache").glob("tstar_*.json"))) == 4
+
+
+def test_a_geoldm_encoder_is_the_one_training_builds(monkeypatch, tmp_path):
+    """T* is found on the latents of the encoder `seed` gives, whatever the global random state was before."""
+    import torch
+
+    from gaga.callbacks.gaussianity import GaussianityCallback
+    from gaga.config import compose
+    from gaga.models.base import weights_digest
+    from gaga.tstar import find
+
+    monkeypatch.setattr(GaussianityCallback, "evaluate", lambda self, datamodule, model: weights_digest(model.encoder))
+    overrides = [
+        "experiment=quickstart",
+        "backbone=geoldm",
+        "backbone.net.hidden_nf=16",
+        "data.subset.train=64",
+        f"paths.output_dir={tmp_path}",
+    ]
+    digests = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)  # another global state before each run
+        digests.append(find(compose("tstar", overrides)))
+    other = find(compose("tstar", [*overrides, "seed=7"]))
+    assert digests[0] == digests[1] != other

@@ -121,12 +121,14 @@ class Normalizer:
     def encode(
         self, pos: torch.Tensor, onehot: torch.Tensor, charges: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scale Angstrom positions, one-hot [N, K] and integer charges [N] into (pos, h)."""
-        columns = [(onehot.float() - self.onehot_bias) / self.onehot_scale]
+        """Scale Angstrom positions, one-hot [N, K] and integer charges [N] into (pos, h); h in the positions' float
+        dtype (float32 for integer positions)."""
+        dtype = pos.dtype if pos.is_floating_point() else torch.float32
+        columns = [(onehot.to(dtype) - self.onehot_bias) / self.onehot_scale]
         if self.include_charges:
             if charges is None:
                 raise ValueError("Normalizer.include_charges is set but no charges were given: pass charges=Z")
-            columns.append((charges.float().reshape(-1, 1) - self.charge_bias) / self.charge_scale)
+            columns.append((charges.to(dtype).reshape(-1, 1) - self.charge_bias) / self.charge_scale)
         return pos / self.position_scale, torch.cat(columns, dim=1)
 
     def split(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -181,8 +181,11 @@ def reconstruction_error(
     """GeoLDM's autoencoder reconstruction error per molecule [B].
 
     ||x_rec - x||^2 + cross-entropy of the type logits against the true types (+ squared error of the
-    normalised charges), summed over the molecule. `per_dimension` divides by (3 + F) * N_max as GeoLDM
-    does in training (F = width of h, N_max the largest molecule in the batch); evaluation leaves it out.
+    charge column), summed over the molecule, in the units `pos` and `h` are given in (the released GeoLDM: raw,
+    charge Z; `normalizer` only says where the charge column is). `per_dimension` divides by (3 + F) * N_max as
+    GeoLDM does in training (F = width of h, N_max the largest molecule in the batch); evaluation leaves it out.
+    Left out on purpose: the released code's cross-entropy also runs over its padding atoms, adding
+    (N_max - N) * log K per molecule, a constant that depends only on how molecules were batched.
     """
     onehot, charges = normalizer.split(h)
     num_types = onehot.shape[1]

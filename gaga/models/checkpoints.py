@@ -8,6 +8,7 @@ code (`check_targets`, the allow-list; `gaga.models.build.only_gaga_targets` enf
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -100,7 +101,7 @@ def load_model(
     with only_gaga_targets(str(path)):
         try:
             check_targets(hparams, str(path))
-            model = build({"_target_": target, **hparams})
+            model = build({"_target_": target, **legacy_settings(target), **hparams})
         except UntrustedTargetError as error:
             raise CheckpointError(str(error)) from None
         except (TypeError, ValueError) as error:
@@ -120,6 +121,17 @@ def load_model(
         ) from error
     model.source = str(path)
     return model.to(device).eval()
+
+
+def legacy_settings(target: str) -> dict:
+    """What checkpoints of the backbone class `target` meant by settings they did not record before those existed
+    (the class's `legacy_settings`; none when it has none or cannot be imported: building it then says why)."""
+    module, _, name = target.rpartition(".")
+    try:
+        backbone_class = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return {}
+    return dict(getattr(backbone_class, "legacy_settings", {}))
 
 
 def _unreadable_reason(error: Exception) -> str:
