@@ -29,6 +29,16 @@ HIDDEN, LAYERS, LATENT_NF, T = 16, 2, 1, 1000
 SCHEDULE = {"_target_": "gaga.diffusion.schedules.NoiseSchedule", "name": "polynomial_2", "timesteps": T}
 NET = {"_target_": "gaga.nn.EGNNDynamics", "hidden_nf": HIDDEN, "n_layers": LAYERS}
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}  # float64 both sides; a few float32 constants inside either
+# the diffusion process both released models are built with: EDM's QM9 settings, charges included
+RELEASED_PROCESS = {
+    "n_dims": 3,
+    "timesteps": T,
+    "noise_schedule": "polynomial_2",
+    "noise_precision": 1e-5,
+    "loss_type": "l2",
+    "norm_values": [1, 4, 10],
+    "include_charges": True,
+}
 
 needs_edm = pytest.mark.skipif(not ref.available("edm"), reason=ref.skipped_note("edm"))
 needs_geoldm = pytest.mark.skipif(not ref.available("geoldm"), reason=ref.skipped_note("geoldm"))
@@ -80,13 +90,7 @@ def edm_pair():
     released = models.EnVariationalDiffusion(
         dynamics=dynamics,
         in_node_nf=features,
-        n_dims=3,
-        timesteps=T,
-        noise_schedule="polynomial_2",
-        noise_precision=1e-5,
-        loss_type="l2",
-        norm_values=[1, 4, 10],
-        include_charges=True,
+        **RELEASED_PROCESS,
     )
     ours.net.load_state_dict(ref.gaga_state_dict(dynamics.state_dict()))
     return datamodule, ours.double(), released.double()
@@ -179,6 +183,19 @@ def test_edm_reverse_step_and_decoding(edm_pair):
         pos.double() + 0.05 * torch.randn(pos.shape, generator=generator, dtype=torch.float64), batch.batch
     )
     h = h.double() + 0.05 * torch.randn(h.shape, generator=generator, dtype=torch.float64)
+    output, z0_ours, z0, (x, h_out), node_mask, _ = _one_reverse_step(
+        ours, OneHotDecoder(ours.normalizer), released, released.in_node_nf, pos, h, batch, generator
+    )
+    mask = node_mask.bool().squeeze(2)
+    close(z0_ours, z0[mask], "EDM z_0 after one reverse step")
+    close(output.pos, x[mask], "EDM decoded coordinates")
+    assert torch.equal(output.atom_types, h_out["categorical"][mask].argmax(1)), "EDM decoded atom types"
+    assert torch.equal(output.charges, h_out["integer"][mask].squeeze(1)), "EDM decoded charges"
+
+
+def _one_reverse_step(ours, decode, released, width, pos, h, batch, generator):
+    """Both models' ancestral step from t = 1 to 0 and p(x, h | z_0) on the same state and noise: (our output, our
+    z_0, the released z_0, its (x, h) from p(x, h | z_0), node mask, edge mask)."""
     frames = []
     tape = ref.NoiseTape(batch.batch)
     with torch.no_grad():
@@ -186,7 +203,7 @@ def test_edm_reverse_step_and_decoding(edm_pair):
             output = ancestral_sample(
                 ours.net,
                 ours.schedule,
-                OneHotDecoder(ours.normalizer),
+                decode,
                 pos,
                 h,
                 batch.batch,
@@ -196,17 +213,13 @@ def test_edm_reverse_step_and_decoding(edm_pair):
                 keep_frame=lambda step, p, f: frames.append((p.clone(), f.clone())),
             )
         node_mask, edges = ref.masks(batch.batch)
-        tape.wire(released, released.in_node_nf)
+        tape.wire(released, width)
         z = ref.dense(torch.cat([pos, h], dim=1), batch.batch)
         s_array = torch.zeros(batch.num_graphs, 1, dtype=torch.float64)
         z0 = released.sample_p_zs_given_zt(s_array, s_array + 1 / T, z, node_mask, edges, None)
-        x, h_out = released.sample_p_xh_given_z0(z0, node_mask, edges, None)
+        decoded = released.sample_p_xh_given_z0(z0, node_mask, edges, None)
         tape.assert_used_up()
-    mask = node_mask.bool().squeeze(2)
-    close(torch.cat(frames[-1], dim=1), z0[mask], "EDM z_0 after one reverse step")
-    close(output.pos, x[mask], "EDM decoded coordinates")
-    assert torch.equal(output.atom_types, h_out["categorical"][mask].argmax(1)), "EDM decoded atom types"
-    assert torch.equal(output.charges, h_out["integer"][mask].squeeze(1)), "EDM decoded charges"
+    return output, torch.cat(frames[-1], dim=1), z0, decoded, node_mask, edges
 
 
 # --- GeoLDM -------------------------------------------------------------------------------------------------------
@@ -254,13 +267,7 @@ def geoldm_pair():
         trainable_ae=True,
         dynamics=dynamics,
         in_node_nf=LATENT_NF,
-        n_dims=3,
-        timesteps=T,
-        noise_schedule="polynomial_2",
-        noise_precision=1e-5,
-        loss_type="l2",
-        norm_values=[1, 4, 10],
-        include_charges=True,
+        **RELEASED_PROCESS,
     )
     ours.net.load_state_dict(ref.gaga_state_dict(dynamics.state_dict()))
     ours.encoder.load_state_dict(ref.gaga_state_dict(released_encoder.state_dict(), LATENT_NF))
@@ -373,32 +380,13 @@ def test_geoldm_reverse_step_and_decoding(geoldm_pair):
     ours.eval(), released.eval()
     generator = torch.Generator().manual_seed(6)
     z_pos, z_h = (value.double() for value in ours.diffusion_state(batch))
-    frames = []
-    tape = ref.NoiseTape(batch.batch)
+    output, z0_ours, z0, (x, h_latent), node_mask, edges = _one_reverse_step(
+        ours, ours.decode, released, LATENT_NF, z_pos, z_h, batch, generator
+    )
     with torch.no_grad():
-        with tape.record():
-            output = ancestral_sample(
-                ours.net,
-                ours.schedule,
-                ours.decode,
-                z_pos,
-                z_h,
-                batch.batch,
-                batch.num_graphs,
-                t_start=1,
-                generator=generator,
-                keep_frame=lambda step, p, f: frames.append((p.clone(), f.clone())),
-            )
-        node_mask, edges = ref.masks(batch.batch)
-        tape.wire(released, LATENT_NF)
-        z = ref.dense(torch.cat([z_pos, z_h], dim=1), batch.batch)
-        s_array = torch.zeros(batch.num_graphs, 1, dtype=torch.float64)
-        z0 = released.sample_p_zs_given_zt(s_array, s_array + 1 / T, z, node_mask, edges, None)
-        x, h_latent = released.sample_p_xh_given_z0(z0, node_mask, edges, None)
-        tape.assert_used_up()
         x_out, h_out = released.vae.decode(torch.cat([x, h_latent["integer"]], dim=2), node_mask, edges, None)
     mask = node_mask.bool().squeeze(2)
-    close(torch.cat(frames[-1], dim=1), z0[mask], "GeoLDM z_0 after one reverse step")
+    close(z0_ours, z0[mask], "GeoLDM z_0 after one reverse step")
     close(output.pos, x_out[mask], "GeoLDM decoded coordinates")
     assert torch.equal(output.atom_types, h_out["categorical"][mask].argmax(1)), "GeoLDM decoded atom types"
     assert torch.equal(output.charges, h_out["integer"][mask].squeeze(1)), "GeoLDM decoded charges"

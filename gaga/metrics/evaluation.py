@@ -52,18 +52,10 @@ class Evaluation:
     geometry: GeometrySamples
 
 
-def evaluate_molecules(
-    molecules: MoleculeSet | Iterable,
-    dataset: str = "qm9",
-    train_smiles: Iterable[str] | None = None,
-    reference: MoleculeSet | GeometrySamples | None = None,
-    progress: bool = True,
-    strain_molecules: int = STRAIN_MOLECULES,
-    seed: int = 0,
-    source: str = "generated molecules",
-) -> dict[str, float]:
-    """All metrics of a set of molecules as a flat dict of floats (fractions, not percent): `evaluate`'s metrics."""
-    return evaluate(molecules, dataset, train_smiles, reference, progress, strain_molecules, seed, source).metrics
+def evaluate_molecules(*args, **kwargs) -> dict[str, float]:
+    """All metrics of a set of molecules as a flat dict of floats (fractions, not percent): `evaluate`'s metrics,
+    with `evaluate`'s arguments."""
+    return evaluate(*args, **kwargs).metrics
 
 
 def evaluate(
