@@ -290,8 +290,7 @@ def test_checkpoint_without_encoder_inputs_loads_as_normalised(tmp_path):
     with the encoder's own std): sampling reads them so, and resuming one with the new defaults stops with a
     one-line message naming the key."""
     import gaga
-    from gaga.models.checkpoints import plain
-    from gaga.models.checkpoints import load_model
+    from gaga.models.checkpoints import load_model, plain
 
     _, model = _charged_model()
     hparams = plain(dict(model.hparams))
