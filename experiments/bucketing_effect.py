@@ -65,7 +65,7 @@ def squared_errors(model, dataset, indices: np.ndarray, seed: int) -> tuple[np.n
             batch.batch,
             batch.num_graphs,
             t_min=1,
-            t_max=model.t_max,
+            t_max=model.truncation.start_step,
             zero_mean_features=model.hparams.zero_mean_features,
             generator=generator,
         )
@@ -93,8 +93,8 @@ def validation_nll(model, dataset, batches: list[list[int]], steps: torch.Tensor
             model.log_prob_num_atoms(batch),
             model.feature_nll,
             t=steps[members],
-            t_max=model.t_max,
-            prior_variance=model.start_variance(model.t_max),
+            t_max=model.truncation.start_step,
+            prior_variance=model.start_variance(model.truncation.start_step),
             zero_mean_features=model.hparams.zero_mean_features,
             generator=torch.Generator().manual_seed(seed * 100_003 + index),
         )
@@ -145,7 +145,8 @@ def report_nll(model, datamodule, batch_size: int, molecules: int, seed: int) ->
     sizes = np.diff(datamodule.splits["valid"].offsets)
     chosen = np.sort(np.random.default_rng(seed + 1).choice(len(sizes), molecules, replace=False))
     valid = torch.utils.data.Subset(datamodule.dataset("valid"), chosen.tolist())
-    steps = torch.randint(1, model.t_max + 1, (molecules,), generator=torch.Generator().manual_seed(seed))
+    last = model.truncation.start_step
+    steps = torch.randint(1, last + 1, (molecules,), generator=torch.Generator().manual_seed(seed))
     print(f"\n3. validation NLL (nats per molecule) of the fixed model on {molecules:,} validation molecules")
     nll = {
         plan: validation_nll(model, valid, batch_plan(sizes[chosen], batch_size, bucketing, 0, seed), steps, seed)
@@ -179,7 +180,8 @@ def main() -> None:
 
     model = load_model(args.ckpt) if args.ckpt else qm9_model(datamodule, "edm", 64, 3, "cpu")
     model.eval()
-    print(f"\nfixed model: {args.ckpt or f'untrained 64 x 3 EDM (seed {args.seed})'}, t_max {model.t_max}")
+    name = args.ckpt or f"untrained 64 x 3 EDM (seed {args.seed})"
+    print(f"\nfixed model: {name}, t_max {model.truncation.start_step}")
     report_loss(model, datamodule, n_max, args.loss_molecules, args.seed)
     report_nll(model, datamodule, args.batch_size, args.nll_molecules, args.seed)
 

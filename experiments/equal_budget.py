@@ -104,7 +104,7 @@ def sample_row(label: str, checkpoint: Path, args, sampler: str = "ancestral", s
         return json.loads(kept.read_text())
 
     model = load_model(checkpoint, args.device)
-    trained_t_max = model.t_max
+    trained_t_max = model.truncation.start_step
     if truncation is not None:
         model.set_truncation(truncation)
     generated = generate(model, args.samples, args.batch_size, sampler, stride, "auto", seed=0)

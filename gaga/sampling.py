@@ -46,14 +46,13 @@ class Generated:
 
 def resolve_start(model, start: str | int) -> int:
     """`auto` -> the model's T* (T without GAGA); `T` -> the schedule's T; an int -> itself."""
-    timesteps = model.schedule.timesteps
+    truncation = model.truncation
     if start == "auto":
-        return model.sampling_start
-    value = timesteps if start == "T" else int(start)
-    if value != model.sampling_start and model.hparams.get("gaga"):
-        log.warning(
-            "sampling a GAGA model (T*=%d) from t=%d: an ablation, not the trained setting", model.sampling_start, value
-        )
+        return truncation.start_step
+    value = model.schedule.timesteps if start == "T" else int(start)
+    if value != truncation.start_step and truncation.gaga:
+        trained = truncation.start_step
+        log.warning("sampling a GAGA model (T*=%d) from t=%d: an ablation, not the trained setting", trained, value)
     return value
 
 
@@ -114,7 +113,7 @@ def decode_chain(model, recorder: ChainRecorder, final, num_atoms: torch.Tensor,
 def _frame_label(model, step: int, start: int) -> str:
     if step != start:
         return f"t={step}"
-    if model.hparams.get("gaga") and start == model.sampling_start:
+    if model.truncation.gaga and start == model.truncation.start_step:
         return f"t=T*={start}: GAGA reference Gaussian"
     if start == model.schedule.timesteps:
         return f"t=T={start}: standard normal"

@@ -93,7 +93,7 @@ def test_hybrid_path_with_kept_features_matches_the_closed_form_per_column(qm9_s
     draw = sample_reference_gaussian(
         batch,
         {POSITIONS: 3, FEATURES: 5},
-        model.variance_estimate,
+        model.truncation.estimate,
         model.alpha_bar(step),
         (POSITIONS,),
         generator=torch.Generator().manual_seed(0),
@@ -376,7 +376,7 @@ def test_callback_finds_t_star_on_the_path_and_caches_it_under_the_backbone(tmp_
             max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[callback], default_root_dir=tmp_path
         )
         trainer.fit(model, datamodule=datamodule)
-        assert model.t_max == model.hparams.gaga["t_star"] == callback.result.truncation_step(100)
+        assert model.truncation.start_step == model.hparams.gaga["t_star"] == callback.result.truncation_step(100)
         metric = "val/loss" if backbone == "flow_matching" else "val/nll"  # flow matching: the velocity loss
         assert np.isfinite(float(trainer.callback_metrics[metric]))
         found[backbone] = model.hparams.gaga["t_star"]
@@ -395,7 +395,7 @@ def test_hybrid_path_gets_each_blocks_t_star_from_the_callback_and_logs_the_opt_
         max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[callback], default_root_dir=tmp_path
     )
     trainer.fit(model, datamodule=datamodule)
-    assert model.t_max == callback.result.truncation_step(100)
+    assert model.truncation.start_step == callback.result.truncation_step(100)
     assert {"val/loss", "val/density_nll"} <= set(
         trainer.callback_metrics
     ) and "val/nll" not in trainer.callback_metrics

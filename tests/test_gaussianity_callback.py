@@ -30,7 +30,7 @@ def test_auto_finds_caches_and_checkpoints_t_star(tmp_path, caplog):
     callback = GaussianityCallback("auto", cache_dir=tmp_path / "cache", out_dir=tmp_path / "curves", **SETTINGS)
     trainer, model = fit_with(callback, tmp_path)
     t_star = callback.result.truncation_step(100)
-    assert 0 < t_star < 100 and model.t_max == model.sampling_start == t_star
+    assert 0 < t_star < 100 and model.truncation.start_step == t_star
     assert model.hparams.gaga["t_star"] == t_star
     assert model.hparams.gaga["v_hat"]["pos"] == pytest.approx(2.0, rel=0.1)  # unbiased variance / 0.96 noise
     assert callback.result.settings["zero_com_blocks"] == list(model.zero_mean_blocks) == [POSITIONS, FEATURES]
@@ -58,12 +58,12 @@ def test_fixed_t_star_and_off(tmp_path):
     trainer, model = fit_with(GaussianityCallback(40, **SETTINGS), tmp_path)
     blocks, offsets = model.gaussianity_data(trainer.datamodule.ordered_loader("train"), progress=False)
     model_noise = estimate_variance(blocks, offsets, "unbiased", True, (POSITIONS, FEATURES))  # features projected
-    assert model.v_hat["h"] == pytest.approx(model_noise.data[FEATURES] / model_noise.noise[FEATURES], rel=1e-9)
-    assert model.t_max == 40 and model.start_variance(40)[0] == pytest.approx(
-        1 - float(model.schedule.alpha2(torch.tensor(40))) * (1 - model.v_hat["pos"])
+    assert model.truncation.v_hat_h == pytest.approx(model_noise.data[FEATURES] / model_noise.noise[FEATURES], rel=1e-9)
+    assert model.truncation.start_step == 40 and model.start_variance(40)[0] == pytest.approx(
+        1 - float(model.schedule.alpha2(torch.tensor(40))) * (1 - model.truncation.v_hat_pos)
     )
     _, plain = fit_with(GaussianityCallback("off"), tmp_path, zero_mean_features=False)
-    assert plain.t_max == 100 and plain.hparams.gaga is None and plain.start_variance(100) == (1.0, 1.0)
+    assert plain.truncation.start_step == 100 and plain.hparams.gaga is None and plain.start_variance(100) == (1.0, 1.0)
 
 
 def test_bad_settings_are_explained(tmp_path):

@@ -98,7 +98,7 @@ def test_callback_gives_the_model_the_choice_start(tmp_path, choice):
     _, start = choose_variance(blocks, offsets, choice, BOTH)
     a = model.alpha_bar(40)
     assert model.start_variance(40) == pytest.approx((a * start[POSITIONS] + 1 - a, a * start[FEATURES] + 1 - a))
-    assert model.v_hat["pos"] == model.v_hat["h"]  # both choices start every block at one scalar
+    assert model.truncation.v_hat_pos == model.truncation.v_hat_h  # both choices start every block at one scalar
 
 
 def test_geom_preset_tests_coordinates_only_and_starts_both_blocks(molecules, tmp_path):

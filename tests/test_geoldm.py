@@ -129,7 +129,7 @@ def test_callback_finds_t_star_on_latents_and_caches_it_under_the_backbone(tmp_p
     settings = callback.evaluator_settings(model)
     direct = find_t_star(blocks, offsets, model.schedule.alpha_bar(), settings, False)
     assert direct.t_star == callback.result.t_star and direct.curves == callback.result.curves
-    assert t_star == model.t_max == direct.truncation_step(model.schedule.timesteps)
+    assert t_star == model.truncation.start_step == direct.truncation_step(model.schedule.timesteps)
     # v_hat of the latent features by hand: each molecule's unbiased variance over its value on zero-mean noise
     sizes = np.diff(offsets)
     molecules = np.split(blocks["features"], offsets[1:-1])

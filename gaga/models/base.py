@@ -32,7 +32,6 @@ from gaga.diffusion.schedules import NoiseSchedule
 from gaga.gaussianity import (
     FEATURES,
     POSITIONS,
-    VarianceEstimate,
     marginal_mean,
     marginal_variance,
     sample_reference_gaussian,
@@ -42,6 +41,7 @@ from gaga.models.checkpoints import add_entries
 from gaga.models.ema import add_averages, update_averages
 from gaga.models.gradient_guard import GradientGuard
 from gaga.models.step_log import StepLog
+from gaga.models.truncation import Truncation
 from gaga.nn.graph import float32
 
 log = logging.getLogger(__name__)
@@ -239,34 +239,10 @@ class DiffusionBackbone(pl.LightningModule):
         return (POSITIONS, FEATURES) if self.hparams.zero_mean_features else (POSITIONS,)
 
     def set_truncation(self, gaga: dict | None) -> None:
-        """Train on {0..T*} and sample from GAGA's closed-form Gaussian at T*; None restores the full trajectory.
-
-        `gaga = {"t_star": int, "v_hat": {"pos": float, "h": float | [float]}, "mean": {"h": [float]}}`, with v_hat
-        the data variance per degree of freedom of the noise (so v_hat = 1 gives EDM's standard-normal prior at every
-        step). "mean" is present for features that keep their mean (gaga.features=kept): their per-column data mean
-        m, with v_hat["h"] the per-column variance about it; the closed form is then N(sqrt(alpha_bar_t) m, v_t).
-        """
-        timesteps = self.schedule.timesteps
-        t_star = int(gaga["t_star"]) if gaga else timesteps
-        if not 1 <= t_star <= timesteps:
-            raise ValueError(f"T* must lie in 1..{timesteps} (the schedule's T), got {t_star}")
-        v_hat = (gaga or {}).get("v_hat") or {}
-        feature_mean = ((gaga or {}).get("mean") or {}).get("h")
-        self.v_hat = {"pos": float(v_hat.get("pos", 1.0)), "h": _per_column(v_hat.get("h", 1.0))}
-        self.feature_mean = None if feature_mean is None else [float(m) for m in feature_mean]
-        self.t_max = self.sampling_start = t_star
-        record = {"t_star": t_star, "v_hat": dict(self.v_hat)}
-        if self.feature_mean is not None:
-            record["mean"] = {"h": list(self.feature_mean)}
-        self.hparams["gaga"] = record if gaga else None
-
-    @property
-    def variance_estimate(self) -> VarianceEstimate:
-        """v_hat per block in units of the model's own noise (whose variance is therefore 1), and the features'
-        column mean when they keep it."""
-        data = {POSITIONS: self.v_hat["pos"], FEATURES: self.v_hat["h"]}
-        mean = {} if self.feature_mean is None else {FEATURES: list(self.feature_mean)}
-        return VarianceEstimate("checkpoint", True, data, {POSITIONS: 1.0, FEATURES: 1.0}, mean)
+        """Train on {0..T*} and sample from GAGA's closed-form Gaussian at T* (`gaga`: the record Truncation
+        describes); None restores the full trajectory."""
+        self.truncation = Truncation.from_record(gaga, self.schedule.timesteps)
+        self.hparams["gaga"] = self.truncation.record()
 
     def alpha_bar(self, t: int) -> float | dict[str, float]:
         """alpha_bar_t, or a dict block -> alpha_bar_t for paths whose blocks move at different rates."""
@@ -285,16 +261,16 @@ class DiffusionBackbone(pl.LightningModule):
     def start_variance(self, t: int) -> tuple[float, float | torch.Tensor]:
         """GAGA's closed-form variance of z_t for (positions, features): s_t^2 (1 - alpha_bar_t (1 - v_hat)); per
         column (a tensor [F]) for features that keep their mean."""
-        variance = marginal_variance(self.variance_estimate, self.alpha_bar(t))
+        variance = marginal_variance(self.truncation.estimate, self.alpha_bar(t))
         features = variance[FEATURES] * self.block_path_scale(t, FEATURES) ** 2
         features = float(features) if np.ndim(features) == 0 else torch.as_tensor(features, device=self.device)
         return float(variance[POSITIONS]) * self.block_path_scale(t, POSITIONS) ** 2, features
 
     def start_feature_mean(self, t: int) -> torch.Tensor | None:
         """The closed-form mean of the features of z_t, s_t sqrt(alpha_bar_t) m [F] (None: zero-meaned features)."""
-        if self.feature_mean is None:
+        if self.truncation.feature_mean is None:
             return None
-        mean = marginal_mean(self.variance_estimate, FEATURES, self.alpha_bar(t)) * self.block_path_scale(t, FEATURES)
+        mean = marginal_mean(self.truncation.estimate, FEATURES, self.alpha_bar(t)) * self.block_path_scale(t, FEATURES)
         return torch.as_tensor(mean, dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
@@ -420,7 +396,7 @@ class DiffusionBackbone(pl.LightningModule):
         device = self.device
         num_atoms = num_atoms.to(device)
         batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=device), num_atoms)
-        start = self.sampling_start if start is None else int(start)
+        start = self.truncation.start_step if start is None else int(start)
         check_start(start, stride, self.schedule.timesteps)
         for option, value, default in (("stride", stride, 1), ("eta", eta, 0.0)):
             if value != default and option not in self.sampler_options[sampler]:
@@ -432,7 +408,7 @@ class DiffusionBackbone(pl.LightningModule):
         z = sample_reference_gaussian(
             batch,
             {POSITIONS: 3, FEATURES: self.feature_width},
-            self.variance_estimate,
+            self.truncation.estimate,
             self.alpha_bar(start),
             zero_com_blocks=self.zero_mean_blocks,
             num_molecules=len(num_atoms),
@@ -487,10 +463,3 @@ def weights_digest(module: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _per_column(value) -> float | list[float]:
-    """A v_hat as stored: one float, or a list of floats (one per column)."""
-    if isinstance(value, list | tuple) or type(value).__name__ == "ListConfig":
-        return [float(v) for v in value]
-    return float(value)

@@ -122,7 +122,7 @@ class FlowMatching(DiffusionBackbone):
     def flow_loss(self, net, batch, generator: torch.Generator) -> torch.Tensor:
         """The velocity regression loss per molecule [B] at t ~ U[0, T*/T] (U[0, 1] without GAGA)."""
         pos, h = self.diffusion_state(batch)
-        t_max = self.t_max / self.schedule.timesteps
+        t_max = self.truncation.start_step / self.schedule.timesteps
         t = torch.rand(batch.num_graphs, device=pos.device, generator=generator) * t_max
         noise = self._noise(batch, pos, h, generator)
         normalisation = self.hparams.get("loss_normalisation", "padded")
@@ -144,11 +144,11 @@ class FlowMatching(DiffusionBackbone):
                 h,
                 batch.batch,
                 batch.num_graphs,
-                self.t_max / self.schedule.timesteps,
-                self.start_variance(self.t_max),
+                self.truncation.start_step / self.schedule.timesteps,
+                self.start_variance(self.truncation.start_step),
                 bool(self.hparams.zero_mean_features),
                 generator,
-                self.start_feature_mean(self.t_max),
+                self.start_feature_mean(self.truncation.start_step),
                 rtol=self.tolerance,
                 atol=self.tolerance,
             ),
