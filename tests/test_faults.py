@@ -77,3 +77,36 @@ def test_killed_and_terminated_runs_resume_with_nothing_lost(tmp_path, backbone)
     assert [losses_4[s] for s in (11, 12)] == [losses_2[s] for s in (11, 12)]  # the rest of epoch 3, its own batches
     verify_digest(last)
     assert checkpoint_state(last)["step"] == 12
+
+
+@pytest.mark.faults
+def test_a_run_terminated_before_its_first_checkpoint_resumes_into_last_ckpt(tmp_path):
+    """SIGTERM before the first checkpoint writes last.ckpt; the resumed run's checkpoints replace it (none is
+    versioned as last-v1.ckpt beside a stale last.ckpt that `ckpt_path=last` would resume from), also when the run
+    folder has moved since."""
+    run = tmp_path / "run"
+    common = [*FAULT_RUN, "backbone=edm"]
+    fault = "+callbacks.faults"
+    code, message = train_forked(
+        *common,
+        f"hydra.run.dir={run}",
+        "trainer.max_epochs=2",
+        f"{fault}.log={tmp_path}/1.jsonl",
+        f"{fault}.signal_name=SIGTERM",
+        f"{fault}.at_step=2",
+    )
+    assert code == 1 and "stopped by SIGTERM at step 2" in message, message
+    code, _ = train_forked(
+        *common, f"hydra.run.dir={run}", "trainer.max_epochs=2", "ckpt_path=last", f"{fault}.log={tmp_path}/2.jsonl"
+    )
+    assert code == 0
+    assert sorted(p.name for p in (run / "checkpoints").glob("last*.ckpt")) == ["last.ckpt"]
+    assert checkpoint_state(run / "checkpoints" / "last.ckpt")["step"] == 8
+
+    moved = run.rename(tmp_path / "moved")  # as on a fresh machine: the checkpoint's folder is not the run's folder
+    code, message = train_forked(
+        *common, f"hydra.run.dir={moved}", "trainer.max_epochs=3", "ckpt_path=last", f"{fault}.log={tmp_path}/3.jsonl"
+    )
+    assert code == 0, message
+    assert sorted(p.name for p in (moved / "checkpoints").glob("last*.ckpt")) == ["last.ckpt"]
+    assert checkpoint_state(moved / "checkpoints" / "last.ckpt")["step"] == 12

@@ -56,5 +56,8 @@ class CheckpointIntegrity(pl.Callback):
         if not isinstance(exception, SIGTERMException | KeyboardInterrupt) or callback is None or not callback.dirpath:
             return
         path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+        # recorded before saving, as Lightning's own save of `last` does: the resumed run's next `last` then replaces
+        # this file instead of being versioned beside it (last-v1.ckpt), which `ckpt_path=auto|last` would not find
+        callback.last_model_path = str(path)
         trainer.save_checkpoint(path)
         log.warning("stopped by %s at step %d; wrote %s", type(exception).__name__, trainer.global_step, path)
