@@ -56,11 +56,14 @@ def _instantiate_all(group: DictConfig | None) -> list:
 
 
 def build_model(cfg: DictConfig, datamodule):
-    """The LightningModule of `cfg.backbone`, told the data's atom types and p(N)."""
+    """The LightningModule of `cfg.backbone`, told the data's atom types and p(N) (and, for a conditional model, its
+    properties: `MoleculeDataModule.conditioning_description`)."""
     from gaga.models.build import build
 
-    stats = datamodule.statistics
-    dataset = stats.model_description()
+    dataset = datamodule.statistics.model_description()
+    conditioning = datamodule.conditioning_description()
+    if conditioning is not None:
+        dataset["conditioning"] = conditioning
     return build(OmegaConf.to_container(cfg.backbone, resolve=True), dataset=dataset)
 
 

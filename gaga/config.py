@@ -19,8 +19,10 @@ IS_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "conf").
 USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gaga"
 # data caches (QM9, statistics, T*, references): $GAGA_DATA_DIR when set (the tests set it), else the checkout's data/,
 # else the user's cache folder
-DATA_DIR = Path(os.environ["GAGA_DATA_DIR"]) if os.environ.get("GAGA_DATA_DIR") else (
-    REPO_ROOT / "data" if IS_CHECKOUT else USER_CACHE
+DATA_DIR = (
+    Path(os.environ["GAGA_DATA_DIR"])
+    if os.environ.get("GAGA_DATA_DIR")
+    else (REPO_ROOT / "data" if IS_CHECKOUT else USER_CACHE)
 )
 
 

@@ -79,7 +79,12 @@ def test_start_gaussian_is_the_true_z_t_star_and_n01_is_not(kept_blocks):
     true = np.sqrt(alpha_bar) * x + np.sqrt(1 - alpha_bar) * rng.standard_normal(x.shape)
     batch = torch.from_numpy(np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)))
     drawn = sample_reference_gaussian(
-        batch, {FEATURES: x.shape[1]}, estimate, alpha_bar, (), generator=torch.Generator().manual_seed(2),
+        batch,
+        {FEATURES: x.shape[1]},
+        estimate,
+        alpha_bar,
+        (),
+        generator=torch.Generator().manual_seed(2),
         dtype=torch.float64,
     ).numpy()
     unshifted = drawn - marginal_mean(estimate, FEATURES, alpha_bar)

@@ -25,7 +25,6 @@ def train_blocks(qm9_train):
     return molecule_blocks(qm9_train, QM9_ATOMS)
 
 
-
 def test_reference_rms_reproduces_reference_code(train_blocks):
     """QuJX/GAGA: 1.380 (coordinates), 0.086 (atom types), 0.848 (all 8 columns)."""
     per_block = estimate_variance(*train_blocks, "reference_rms")
@@ -87,8 +86,9 @@ def test_sampler_zero_com_and_target_variance(qm9_sample, sample_blocks):
     estimate = estimate_variance(blocks, offsets, "unbiased")
     batch = torch.from_numpy(np.repeat(np.arange(len(qm9_sample)), qm9_sample.num_atoms))
     generator = torch.Generator().manual_seed(0)
-    z = sample_reference_gaussian(batch, {POSITIONS: 3, FEATURES: 5}, estimate, ALPHA_BAR[550],
-                                  generator=generator, dtype=torch.float64).numpy()
+    z = sample_reference_gaussian(
+        batch, {POSITIONS: 3, FEATURES: 5}, estimate, ALPHA_BAR[550], generator=generator, dtype=torch.float64
+    ).numpy()
     centres = np.add.reduceat(z[:, :3], offsets[:-1]) / qm9_sample.num_atoms[:, None]
     assert np.abs(centres).max() < 1e-12
     measured = estimate_variance({POSITIONS: z[:, :3], FEATURES: z[:, 3:]}, offsets, "unbiased")

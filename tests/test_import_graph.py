@@ -43,8 +43,10 @@ def build_graph() -> dict[str, set[str]]:
     # which submodule each package's __init__.py takes a re-exported name from
     reexports = {
         (package, name): source
-        for package, path in files.items() if path.name == "__init__.py"
-        for source, name in imports[package] if name and source in files and source != package
+        for package, path in files.items()
+        if path.name == "__init__.py"
+        for source, name in imports[package]
+        if name and source in files and source != package
     }
 
     def owner(dotted: str) -> str | None:
@@ -65,7 +67,8 @@ def build_graph() -> dict[str, set[str]]:
                 targets |= {owner(f"{source}.{name}"), reexports.get((source, name))}
             own_children = module + "." if files[module].name == "__init__.py" else None
             graph[module] |= {
-                target for target in targets
+                target
+                for target in targets
                 if target and target != module and not (own_children and target.startswith(own_children))
             }
     return graph
@@ -81,7 +84,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         path.pop()
@@ -129,7 +132,8 @@ def test_metrics_do_not_import_io(graph):
     """gaga.io writes SDF with gaga.metrics' bonds, so gaga.metrics must not need gaga.io."""
     offenders = {
         module: sorted(target for target in targets if target == "gaga.io" or target.startswith("gaga.io."))
-        for module, targets in graph.items() if module == "gaga.metrics" or module.startswith("gaga.metrics.")
+        for module, targets in graph.items()
+        if module == "gaga.metrics" or module.startswith("gaga.metrics.")
     }
     assert not {module: targets for module, targets in offenders.items() if targets}
 

@@ -1,8 +1,8 @@
 """Data command line: build caches and print summaries.
 
-    python -m gaga.data build qm9 [--data-dir data]
-    python -m gaga.data build drugs --source PATH [--data-dir data]
-    python -m gaga.data summary qm9|drugs [--data-dir data] [--remove-h]
+python -m gaga.data build qm9 [--data-dir data]
+python -m gaga.data build drugs --source PATH [--data-dir data]
+python -m gaga.data summary qm9|drugs [--data-dir data] [--remove-h]
 """
 
 from __future__ import annotations

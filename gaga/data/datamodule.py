@@ -1,7 +1,8 @@
 """The LightningDataModule: a molecule source -> cached MoleculeSet -> splits -> PyG `Batch`es.
 
 Batches carry `pos` (Angstrom), one-hot `x`, `charges` (atomic numbers, [N, 1]), `batch` and
-`ptr`; no padding. Zero-meaning and normalisation belong to the model, not the data. Training batches are a
+`ptr`, and with `conditioning` the molecules' `properties` ([B, k], the properties' units); no padding. Zero-meaning
+and normalisation (of properties too) belong to the model, not the data. Training batches are a
 function of (seed, epoch) (EpochBatchSampler, optionally size-bucketed), served by a loader whose position in the
 epoch Lightning saves in checkpoints (ResumableLoader): a run resumed mid-epoch goes on with that epoch's next batch.
 """
@@ -20,20 +21,27 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from gaga.data.molecules import MoleculeSet
+from gaga.data.properties import PropertyGivenSize, PropertyNorms, check_conditioning, edm_halves
 from gaga.data.statistics import DatasetStatistics
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
+HALVES = ("first", "second")
 
 
 class MoleculeDataset(torch.utils.data.Dataset):
-    """Index -> PyG `Data` for one split, reading straight from the flat arrays."""
+    """Index -> PyG `Data` for one split, reading straight from the flat arrays; with `conditioning`, each molecule's
+    values of those properties as `properties` [1, k]."""
 
-    def __init__(self, molecules: MoleculeSet, type_index: np.ndarray, num_types: int):
+    def __init__(
+        self, molecules: MoleculeSet, type_index: np.ndarray, num_types: int, conditioning: tuple[str, ...] = ()
+    ):
         self.molecules, self.num_types = molecules, num_types
         self.positions = torch.from_numpy(molecules.positions)
         self.types = torch.from_numpy(type_index)
         self.charges = torch.from_numpy(molecules.atomic_numbers.astype(np.float32)).unsqueeze(1)
+        columns = [molecules.properties[name] for name in conditioning]
+        self.properties = torch.from_numpy(np.stack(columns, axis=1).astype(np.float32)) if columns else None
 
     def __len__(self) -> int:
         return len(self.molecules)
@@ -41,7 +49,10 @@ class MoleculeDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Data:
         lo, hi = int(self.molecules.offsets[i]), int(self.molecules.offsets[i + 1])
         x = torch.nn.functional.one_hot(self.types[lo:hi], self.num_types).float()
-        return Data(pos=self.positions[lo:hi], x=x, charges=self.charges[lo:hi], num_nodes=hi - lo)
+        data = Data(pos=self.positions[lo:hi], x=x, charges=self.charges[lo:hi], num_nodes=hi - lo)
+        if self.properties is not None:
+            data.properties = self.properties[i : i + 1]
+        return data
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
@@ -167,6 +178,10 @@ class MoleculeDataModule(pl.LightningDataModule):
         seed: seed of subset draws and of the training batches (a function of seed and epoch, see EpochBatchSampler).
         bucketing: training batches of molecules with similar atom counts (EpochBatchSampler); this changes EDM's
             loss weights (each molecule's error is divided by its batch's largest molecule), see conf/data/qm9.yaml.
+        conditioning: properties the batches carry (names of `source.properties`, e.g. [alpha]) for conditional
+            generation and property prediction.
+        half: train on EDM's first or second half of the training split (gaga.data.properties.edm_halves): the
+            property predictor's and the conditional generator's data; None = the whole split.
     """
 
     def __init__(
@@ -180,6 +195,8 @@ class MoleculeDataModule(pl.LightningDataModule):
         seed: int = 0,
         stats_dir: str | Path | None = None,
         bucketing: bool = False,
+        conditioning: list[str] | tuple[str, ...] = (),
+        half: str | None = None,
     ):
         super().__init__()
         if batch_size < 1:
@@ -187,6 +204,10 @@ class MoleculeDataModule(pl.LightningDataModule):
         if not isinstance(bucketing, bool):
             raise ValueError(f"data.bucketing must be true or false, got {bucketing!r}")
         self.bucketing = bucketing
+        if half not in (None, *HALVES):
+            raise ValueError(f"data.half={half!r}: use first, second or null (the whole training split)")
+        self.half = half
+        self.conditioning = check_conditioning(conditioning or (), source.properties, source.name)
         self.source, self.remove_h, self.seed = source, bool(remove_h), int(seed)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
@@ -204,6 +225,12 @@ class MoleculeDataModule(pl.LightningDataModule):
     def dataset_name(self) -> str:
         return self.source.name + ("_noH" if self.remove_h else "")
 
+    @property
+    def split_key(self) -> str:
+        """The source's cache key and what this module takes of it (a half, no hydrogens): names caches of the
+        training split's statistics."""
+        return self.source.cache_key() + (f"_{self.half}-half" if self.half else "") + ("_noH" if self.remove_h else "")
+
     def prepare_data(self) -> None:
         self.source.load()  # builds the cache once (rank 0 in DDP)
 
@@ -217,6 +244,8 @@ class MoleculeDataModule(pl.LightningDataModule):
         rng = np.random.default_rng(self.seed)
         self._molecules = molecules
         for name, indices in self.source.split(molecules).items():
+            if name == "train" and self.half is not None:
+                indices = indices[edm_halves(len(indices))[self.half]]
             indices_before_subset = indices
             if name in self.subset and self.subset[name] > len(indices):
                 raise ValueError(
@@ -244,7 +273,7 @@ class MoleculeDataModule(pl.LightningDataModule):
         samples molecule sizes from the dataset's p(N), not the subset's), cached as JSON in `stats_dir`."""
         if self._statistics is None:
             self.setup()
-            path = self.stats_dir / f"stats_{self.source.cache_key()}{'_noH' if self.remove_h else ''}.json"
+            path = self.stats_dir / f"stats_{self.split_key}.json"
             stats = DatasetStatistics.load(path)
             if stats is None:
                 start = time.perf_counter()
@@ -265,7 +294,30 @@ class MoleculeDataModule(pl.LightningDataModule):
     def dataset(self, split: str) -> MoleculeDataset:
         self.setup()
         molecules = self.splits[split]
-        return MoleculeDataset(molecules, self.encoder.encode(molecules.atomic_numbers), self.encoder.num_types)
+        types = self.encoder.encode(molecules.atomic_numbers)
+        return MoleculeDataset(molecules, types, self.encoder.num_types, self.conditioning)
+
+    def property_values(self, split: str) -> np.ndarray:
+        """The conditioning properties of a split's molecules [M, k], in their units."""
+        self.setup()
+        return np.stack([self.splits[split].properties[name] for name in self.conditioning], axis=1)
+
+    def conditioning_description(self) -> dict | None:
+        """What a conditional model is told about its properties (stored in its checkpoint), None without
+        conditioning: names and units; EDM's normalisation, the mean and MAD of the validation split when training
+        on a half (EDM's `compute_mean_mad` for qm9_second_half), else of the training split; and p(property | N) of
+        the training molecules (EDM's DistributionProperty) for sampling."""
+        if not self.conditioning:
+            return None
+        self.setup()
+        norms = PropertyNorms.fit(self.conditioning, self.property_values("valid" if self.half else "train"))
+        sizes = self.splits["train"].num_atoms
+        given_size = PropertyGivenSize.fit(self.conditioning, sizes, self.property_values("train"))
+        return {
+            "units": [self.source.properties[name].unit for name in self.conditioning],
+            "norms": norms.record(),
+            "given_size": given_size.record(),
+        }
 
     def identity(self) -> dict:
         """What identifies the served training molecules, for caches keyed by them (such as T*)."""
@@ -274,6 +326,7 @@ class MoleculeDataModule(pl.LightningDataModule):
             "data": self.source.cache_key(),
             "remove_h": self.remove_h,
             "train_molecules": len(self.splits["train"]),
+            **({"half": self.half} if self.half else {}),
             "subset_seed": self.seed if "train" in self.subset else None,
         }
 

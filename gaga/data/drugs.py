@@ -315,6 +315,7 @@ class GeomDrugs:
     """The GEOM-Drugs source for the data module: element encoder, cached conformers and the by-molecule split."""
 
     name = "drugs"
+    properties: dict = {}  # GEOM carries no molecular properties to condition on
 
     def __init__(
         self,

@@ -51,9 +51,7 @@ class AtomEncoder:
         if (index < 0).any():
             bad = int(np.asarray(atomic_numbers)[index < 0][0])
             name = PERIODIC_SYMBOLS[bad] if 0 < bad < len(PERIODIC_SYMBOLS) else str(bad)
-            raise ValueError(
-                f"element {name} (Z={bad}) is not in the {self.name} atom types {list(self.symbols)}"
-            )
+            raise ValueError(f"element {name} (Z={bad}) is not in the {self.name} atom types {list(self.symbols)}")
         return index
 
     def decode(self, type_index: np.ndarray) -> np.ndarray:

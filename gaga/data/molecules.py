@@ -1,7 +1,8 @@
 """MoleculeSet: many molecules in flat arrays, and its versioned, atomically written npz cache.
 
 Atoms of molecule i are rows offsets[i]:offsets[i+1] of `positions` (float32, Angstrom) and
-`atomic_numbers` (int8). `mol_ids` groups conformers of one molecule (GEOM); QM9 has one each.
+`atomic_numbers` (int8). `mol_ids` groups conformers of one molecule (GEOM); QM9 has one each. `properties` maps a
+property name to its value per molecule (QM9's, in the units of gaga.data.properties; empty for GEOM).
 `to_molecule_set` turns the (atomic numbers, positions) pairs that generators and file readers produce into one,
 with one set of checks, so every entry point rejects the same bad input the same way.
 """
@@ -31,6 +32,7 @@ class MoleculeSet:
     offsets: np.ndarray
     smiles: list[str] = field(default_factory=list)
     mol_ids: np.ndarray | None = None
+    properties: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.positions = np.ascontiguousarray(self.positions, dtype=np.float32).reshape(-1, 3)
@@ -38,6 +40,7 @@ class MoleculeSet:
         self.offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
         if self.mol_ids is None:
             self.mol_ids = np.arange(len(self), dtype=np.int64)
+        self.properties = {name: np.asarray(values, dtype=np.float64) for name, values in self.properties.items()}
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -66,6 +69,7 @@ class MoleculeSet:
             offsets=offsets,
             smiles=[self.smiles[i] for i in indices] if self.smiles else [],
             mol_ids=self.mol_ids[indices],
+            properties={name: values[indices] for name, values in self.properties.items()},
         )
 
     def without_hydrogen(self) -> MoleculeSet:
@@ -79,6 +83,7 @@ class MoleculeSet:
             offsets=np.concatenate([[0], np.cumsum(counts)]),
             smiles=list(self.smiles),
             mol_ids=self.mol_ids,
+            properties=self.properties,
         )
 
     def validate(self, source: str) -> None:
@@ -95,6 +100,9 @@ class MoleculeSet:
             raise ValueError(f"{source}: molecule {mol} has NaN or infinite coordinates; remove it or fix the record")
         if self.smiles and len(self.smiles) != len(self):
             raise ValueError(f"{source}: {len(self.smiles)} SMILES for {len(self)} molecules")
+        for name, values in self.properties.items():
+            if values.shape != (len(self),):
+                raise ValueError(f"{source}: property {name!r} has shape {values.shape} for {len(self)} molecules")
 
     # --- cache -------------------------------------------------------------------------------
 
@@ -110,6 +118,7 @@ class MoleculeSet:
                     offsets=self.offsets,
                     mol_ids=self.mol_ids,
                     smiles=np.array("\n".join(self.smiles)),
+                    **{f"property_{name}": values for name, values in self.properties.items()},
                     **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
                 )
             write_digest(path)
@@ -137,6 +146,7 @@ class MoleculeSet:
                 offsets=npz["offsets"],
                 smiles=text.split("\n") if text else [],
                 mol_ids=npz["mol_ids"],
+                properties={k[9:]: v for k, v in npz.items() if k.startswith("property_")},
             )
             meta = {k[5:]: v.item() if v.ndim == 0 else v for k, v in npz.items() if k.startswith("meta_")}
         except CacheError:

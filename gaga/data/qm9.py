@@ -15,11 +15,13 @@ import numpy as np
 
 from gaga.data.elements import ATOMIC_NUMBER, QM9_ATOMS
 from gaga.data.molecules import CacheError, MoleculeSet
+from gaga.data.properties import QM9_PROPERTIES
 
 log = logging.getLogger(__name__)
 
 QM9_PARTS = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
-QM9_COLUMNS = ["Index", "SMILES", "N_atoms", "Elements", "XYZ_Ang"]
+QM9_COLUMNS = ["Index", "SMILES", "N_atoms", "Elements", "XYZ_Ang", *(p.column for p in QM9_PROPERTIES.values())]
+CACHE_LAYOUT = "properties-1"  # what the cache holds besides the molecules; a change rebuilds older caches
 CACHE_NAME = "qm9.npz"
 EDM_SPLIT = {"train": 100_000, "test_fraction": 0.1}
 BUILD_COMMAND = "python -m gaga.data build qm9"
@@ -34,7 +36,7 @@ def qm9pack_data_dir() -> Path:
 
 
 def _source_fingerprint(folder: Path) -> str:
-    return ",".join(f"{name}:{(folder / name).stat().st_size}" for name in QM9_PARTS)
+    return ",".join([CACHE_LAYOUT, *(f"{name}:{(folder / name).stat().st_size}" for name in QM9_PARTS)])
 
 
 def _parse_part(path: Path) -> tuple[MoleculeSet, np.ndarray]:
@@ -72,9 +74,27 @@ def _parse_part(path: Path) -> tuple[MoleculeSet, np.ndarray]:
         atomic_numbers=np.array([lookup[s] for s in symbols], dtype=np.int8),
         offsets=np.concatenate([[0], np.cumsum(declared)]),
         smiles=frame["SMILES"].astype(str).tolist(),
+        properties={name: _property_column(frame, path, name) for name in QM9_PROPERTIES},
     )
     molecules.validate(str(path))
     return molecules, frame["Index"].to_numpy()
+
+
+def _property_column(frame, path: Path, name: str) -> np.ndarray:
+    """One property of every row, in gaga's units (gaga.data.properties); ValueError naming a line that holds no
+    number."""
+    import pandas as pd
+
+    prop = QM9_PROPERTIES[name]
+    values = pd.to_numeric(frame[prop.column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        row = int(bad[0])
+        raise ValueError(
+            f"{path}, line {row + 2} (QM9 index {frame['Index'].iloc[row]}): column {prop.column} is "
+            f"{frame[prop.column].iloc[row]!r}, not a number; reinstall qm9pack: pip install --force-reinstall qm9pack"
+        )
+    return values * prop.factor
 
 
 def concat(parts: list[MoleculeSet]) -> MoleculeSet:
@@ -85,6 +105,7 @@ def concat(parts: list[MoleculeSet]) -> MoleculeSet:
         atomic_numbers=np.concatenate([p.atomic_numbers for p in parts]),
         offsets=np.concatenate([[0], np.cumsum(counts)]),
         smiles=[s for p in parts for s in p.smiles],
+        properties={name: np.concatenate([p.properties[name] for p in parts]) for name in parts[0].properties},
     )
 
 
@@ -138,9 +159,11 @@ def edm_split(num_molecules: int, seed: int = 0, num_train: int = EDM_SPLIT["tra
 
 
 class QM9:
-    """The QM9 source for the data module: element encoder, cached molecules and EDM's seeded split."""
+    """The QM9 source for the data module: element encoder, cached molecules with their properties, EDM's seeded
+    split."""
 
     name = "qm9"
+    properties = QM9_PROPERTIES
 
     def __init__(self, data_dir: str | Path = "data", split_seed: int = 0):
         self.data_dir, self.split_seed, self.encoder = Path(data_dir), int(split_seed), QM9_ATOMS

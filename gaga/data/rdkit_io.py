@@ -46,8 +46,12 @@ def read_summary(folder: Path) -> list[tuple[str, Path]]:
     entries = [(smiles, info.get("pickle_path")) for smiles, info in summary.items() if isinstance(info, dict)]
     molecules = [(smiles, folder / relative) for smiles, relative in entries if relative]
     if len(molecules) < len(summary):
-        log.info("%s: %d of %d entries have no pickle_path (no conformers); skipped",
-                 path, len(summary) - len(molecules), len(summary))
+        log.info(
+            "%s: %d of %d entries have no pickle_path (no conformers); skipped",
+            path,
+            len(summary) - len(molecules),
+            len(summary),
+        )
     return molecules
 
 
@@ -95,8 +99,9 @@ def _conformer_arrays(conformer: dict, record_name: str) -> tuple[np.ndarray, np
     return z.astype(np.int8), xyz.astype(np.float32)
 
 
-def read_rdkit_folder(folder: Path, conformers_per_molecule: int = 30, progress: bool = True,
-                      workers: int = 1) -> MoleculeSet:
+def read_rdkit_folder(
+    folder: Path, conformers_per_molecule: int = 30, progress: bool = True, workers: int = 1
+) -> MoleculeSet:
     """Every molecule's lowest-energy conformers as one MoleculeSet, each conformer with its molecule's SMILES.
 
     mol_ids number the molecules in summary order, skipping those without conformers; `workers` > 1 reads the

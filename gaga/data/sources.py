@@ -1,6 +1,7 @@
 """Dataset sources by name, for command lines that take `--data qm9|drugs` instead of a Hydra config.
 
-A source has `name`, `encoder`, `load()`, `build()`, `split(molecules)` and `cache_key()`.
+A source has `name`, `encoder`, `properties` (name -> gaga.data.properties.Property), `load()`, `build()`,
+`split(molecules)` and `cache_key()`.
 """
 
 from __future__ import annotations

@@ -96,4 +96,3 @@ class NoiseSchedule(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name}, timesteps={self.timesteps}, precision={self.precision:g}"
-

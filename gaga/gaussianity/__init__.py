@@ -11,7 +11,19 @@ from gaga.gaussianity.tstar import GaussianitySettings, find_t_star
 from gaga.gaussianity.variance import VarianceEstimate, estimate_variance
 
 __all__ = [
-    "FEATURES", "POSITIONS", "GaussianitySettings", "TStarResult", "VarianceEstimate", "center_per_molecule",
-    "estimate_variance", "find_t_star", "functional_along_t", "gaussianity_functional", "marginal_mean",
-    "marginal_variance", "molecule_blocks", "reference_std", "sample_reference_gaussian",
+    "FEATURES",
+    "POSITIONS",
+    "GaussianitySettings",
+    "TStarResult",
+    "VarianceEstimate",
+    "center_per_molecule",
+    "estimate_variance",
+    "find_t_star",
+    "functional_along_t",
+    "gaussianity_functional",
+    "marginal_mean",
+    "marginal_variance",
+    "molecule_blocks",
+    "reference_std",
+    "sample_reference_gaussian",
 ]

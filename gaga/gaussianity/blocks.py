@@ -49,8 +49,9 @@ def molecule_blocks(molecules, encoder, normalize_factors=EDM_NORM_VALUES[:2], c
     return {POSITIONS: positions, FEATURES: one_hot / float(normalize_factors[1])}, offsets
 
 
-def validate_blocks(blocks: dict[str, np.ndarray], offsets: np.ndarray, zero_com_blocks=(POSITIONS,),
-                    source: str = "blocks") -> None:
+def validate_blocks(
+    blocks: dict[str, np.ndarray], offsets: np.ndarray, zero_com_blocks=(POSITIONS,), source: str = "blocks"
+) -> None:
     """ValueError naming `source`, the block and the fix when blocks and offsets do not describe one dataset."""
     offsets = np.asarray(offsets)
     if offsets.ndim != 1 or len(offsets) < 2 or offsets[0] != 0 or (np.diff(offsets) < 0).any():
@@ -59,8 +60,10 @@ def validate_blocks(blocks: dict[str, np.ndarray], offsets: np.ndarray, zero_com
         raise ValueError(f"{source}: no blocks; pass e.g. {{'{POSITIONS}': xyz, '{FEATURES}': one_hot}}")
     for name, values in blocks.items():
         if values.ndim != 2 or len(values) != offsets[-1]:
-            raise ValueError(f"{source}: block '{name}' has shape {values.shape}, expected [{offsets[-1]}, width] "
-                             "(one row per atom, offsets[-1] atoms)")
+            raise ValueError(
+                f"{source}: block '{name}' has shape {values.shape}, expected [{offsets[-1]}, width] "
+                "(one row per atom, offsets[-1] atoms)"
+            )
         if not np.isfinite(values).all():
             raise ValueError(f"{source}: block '{name}' has NaN or infinite entries; clean the data first")
     counts = np.diff(offsets)
@@ -71,8 +74,10 @@ def validate_blocks(blocks: dict[str, np.ndarray], offsets: np.ndarray, zero_com
             raise ValueError(f"{source}: zero-CoM block '{name}' is missing; blocks are {sorted(blocks)}")
         scale = max(1.0, float(np.abs(blocks[name]).max()))
         if np.abs(per_molecule_sums(blocks[name], offsets) / counts[:, None]).max() > 1e-6 * scale:
-            raise ValueError(f"{source}: block '{name}' is not zero-mean per molecule; "
-                             "apply center_per_molecule(values, offsets) first")
+            raise ValueError(
+                f"{source}: block '{name}' is not zero-mean per molecule; "
+                "apply center_per_molecule(values, offsets) first"
+            )
 
 
 @dataclass(frozen=True)

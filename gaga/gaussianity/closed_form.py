@@ -62,9 +62,16 @@ def reference_std(estimate: VarianceEstimate, alpha_bar_t: float) -> dict[str, n
     return {name: np.sqrt(v / estimate.noise[name]) for name, v in variance.items()}
 
 
-def sample_reference_gaussian(batch: torch.Tensor, widths: dict[str, int], estimate: VarianceEstimate,
-                              alpha_bar_t: float, zero_com_blocks=(POSITIONS,), num_molecules: int | None = None,
-                              generator: torch.Generator | None = None, dtype=torch.float32) -> torch.Tensor:
+def sample_reference_gaussian(
+    batch: torch.Tensor,
+    widths: dict[str, int],
+    estimate: VarianceEstimate,
+    alpha_bar_t: float,
+    zero_com_blocks=(POSITIONS,),
+    num_molecules: int | None = None,
+    generator: torch.Generator | None = None,
+    dtype=torch.float32,
+) -> torch.Tensor:
     """A draw of z_T* ~ N(0, v_T*) for atoms with molecule index `batch`: [n_atoms, sum(widths)], blocks in order.
 
     Block c is s_c * eps with s_c^2 = v_t / noise_c (reference_std). For zero-CoM blocks eps is standard normal
@@ -80,8 +87,10 @@ def sample_reference_gaussian(batch: torch.Tensor, widths: dict[str, int], estim
     scales = reference_std(estimate, alpha_bar_t)
     unknown = [name for name in widths if estimate.component(name) not in scales]
     if unknown:
-        raise ValueError(f"sample_reference_gaussian: blocks {unknown} have no variance in the estimate "
-                         f"(it covers {sorted(scales)}); estimate the variance with those blocks included")
+        raise ValueError(
+            f"sample_reference_gaussian: blocks {unknown} have no variance in the estimate "
+            f"(it covers {sorted(scales)}); estimate the variance with those blocks included"
+        )
     parts = []
     for name, width in widths.items():
         eps = torch.randn(len(batch), width, generator=generator, dtype=dtype, device=batch.device)

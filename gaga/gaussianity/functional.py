@@ -32,7 +32,7 @@ def cumulant_norms(samples: np.ndarray, order: int = 4) -> dict[int, float]:
     if order >= 4:
         moment = np.einsum("ni,nj,nk,nl->ijkl", x, x, x, x, optimize=True) / n
         c = covariance
-        gaussian = (np.einsum("ij,kl->ijkl", c, c) + np.einsum("ik,jl->ijkl", c, c) + np.einsum("il,jk->ijkl", c, c))
+        gaussian = np.einsum("ij,kl->ijkl", c, c) + np.einsum("ik,jl->ijkl", c, c) + np.einsum("il,jk->ijkl", c, c)
         norms[4] = float(np.linalg.norm(moment - gaussian))
     return norms
 
@@ -44,8 +44,9 @@ def gaussianity_functional(samples: np.ndarray, order: int = 4, beta: float = 1.
     return beta * norms[2] + sum(w * norms[k] for k, w in zip(range(3, order + 1), weights, strict=True))
 
 
-def functional_along_t(x0: np.ndarray, alpha_bar: np.ndarray, order: int = 4, beta: float = 1.0,
-                       weights=None) -> np.ndarray:
+def functional_along_t(
+    x0: np.ndarray, alpha_bar: np.ndarray, order: int = 4, beta: float = 1.0, weights=None
+) -> np.ndarray:
     """H^(K)(x_t) for each alpha_bar_t, from the clean samples x0 [n, d] and the cumulant scaling laws.
 
     With x_t = alpha_t x_0 + sigma_t eps, eps Gaussian, independent of x_0 and uncorrelated across columns, the

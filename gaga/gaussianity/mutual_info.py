@@ -76,8 +76,10 @@ def paired_mutual_information(x: np.ndarray, y: np.ndarray, k: int = 3, dtype=np
     out = np.empty(xs.shape[1])
     step = _chunk_size(n)
     for start in range(0, xs.shape[1], step):
-        cx, cy = xs[:, start:start + step], ys[:, start:start + step]
-        out[start:start + step] = _ksg_from_distances(np.abs(cx[:, None] - cx[None]), np.abs(cy[:, None] - cy[None]), k)
+        cx, cy = xs[:, start : start + step], ys[:, start : start + step]
+        out[start : start + step] = _ksg_from_distances(
+            np.abs(cx[:, None] - cx[None]), np.abs(cy[:, None] - cy[None]), k
+        )
     return out
 
 
@@ -91,11 +93,11 @@ def column_pair_mutual_information(samples: np.ndarray, pairs: np.ndarray, k: in
     out = np.empty((batch, len(pairs)))
     step = _chunk_size(n)
     for start in range(0, batch, step):
-        chunk = scaled[:, :, start:start + step]
+        chunk = scaled[:, :, start : start + step]
         distances = np.abs(chunk[:, :, None] - chunk[:, None])  # [F, n, n, chunk]
         joint = np.empty_like(distances[0])
         for p, (a, b) in enumerate(pairs):
-            out[start:start + step, p] = _ksg_from_distances(distances[a], distances[b], k, joint)
+            out[start : start + step, p] = _ksg_from_distances(distances[a], distances[b], k, joint)
     return out
 
 
@@ -116,8 +118,9 @@ def _count_within(values: np.ndarray, radius: np.ndarray) -> np.ndarray:
         lo = lo - grow_lo + shrink_lo
 
 
-def ksg_mutual_information_large(x: np.ndarray, y: np.ndarray, k: int = 3, workers: int = 1,
-                                 clip: bool = True) -> float:
+def ksg_mutual_information_large(
+    x: np.ndarray, y: np.ndarray, k: int = 3, workers: int = 1, clip: bool = True
+) -> float:
     """MI between two 1-D samples of any size (KD-tree neighbour search).
 
     clip=False keeps negative estimates: averages of unclipped estimates have no upward bias at independence.
@@ -125,11 +128,11 @@ def ksg_mutual_information_large(x: np.ndarray, y: np.ndarray, k: int = 3, worke
     x = _scale(np.asarray(x, dtype=np.float64).ravel(), axis=0)
     y = _scale(np.asarray(y, dtype=np.float64).ravel(), axis=0)
     _check_neighbours(len(x), k)
-    distances, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([x, y]), k=k + 1, p=np.inf,
-                                                          workers=workers)
+    distances, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([x, y]), k=k + 1, p=np.inf, workers=workers)
     radius = np.nextafter(distances[:, -1], 0.0)  # column 0 is the point itself
-    return float(_ksg_value(len(x), k, digamma(_count_within(x, radius)).mean(),
-                            digamma(_count_within(y, radius)).mean(), clip))
+    return float(
+        _ksg_value(len(x), k, digamma(_count_within(x, radius)).mean(), digamma(_count_within(y, radius)).mean(), clip)
+    )
 
 
 @cache

@@ -31,8 +31,9 @@ def criteria_of(blocks) -> dict[str, tuple[str, ...]]:
     return criteria
 
 
-def run_test(test: str, z: np.ndarray, variance, k: int, alpha: float, mi_threshold: float,
-             dtype=np.float64) -> np.ndarray:
+def run_test(
+    test: str, z: np.ndarray, variance, k: int, alpha: float, mi_threshold: float, dtype=np.float64
+) -> np.ndarray:
     """Pass flags of one test for a block z [molecules, N, F] of equal-size molecules, as the reference computes it.
 
     z is standardised with the expected variance (one value, or one per column [F]), then "ks": one-sample KS of
@@ -63,8 +64,9 @@ def run_test(test: str, z: np.ndarray, variance, k: int, alpha: float, mi_thresh
 class PerMoleculePlan:
     """Everything a task needs: grid, alpha_t, sigma_t, per-block expected variance, k, thresholds, criteria."""
 
-    def __init__(self, grid, alpha_bar, variance_by_block, k, alpha_level, mi_threshold, zero_com_blocks,
-                 dtype=np.float64):
+    def __init__(
+        self, grid, alpha_bar, variance_by_block, k, alpha_level, mi_threshold, zero_com_blocks, dtype=np.float64
+    ):
         self.grid = np.asarray(grid)
         # per block when alpha_bar is a dict block -> alpha_bar (a path whose blocks move at different rates)
         self.alpha, self.sigma = {}, {}
@@ -134,18 +136,32 @@ class MoleculeTask:
                 need = active[~np.all([failed[name][active] for name in users], axis=0)]
                 if len(need):
                     block, kind = test.split(":")
-                    passed = run_test(kind, z[block][need], plan.variance[block][t_index], plan.k[block],
-                                      plan.alpha_level, plan.mi_threshold, plan.dtype)
+                    passed = run_test(
+                        kind,
+                        z[block][need],
+                        plan.variance[block][t_index],
+                        plan.k[block],
+                        plan.alpha_level,
+                        plan.mi_threshold,
+                        plan.dtype,
+                    )
                     for name in users:
                         failed[name][need[~passed]] = True
             for name in plan.criteria:
                 passes[name][:, t_index] = ~failed[name]
-                first[name] = first_double_pass(passes[name][:, :t_index + 1])
+                first[name] = first_double_pass(passes[name][:, : t_index + 1])
         return first
 
 
-def first_passing_steps(blocks: dict[str, np.ndarray], offsets: np.ndarray, molecule_ids: np.ndarray,
-                        plan: PerMoleculePlan, seed: int, workers: int = 1, progress=None) -> dict[str, np.ndarray]:
+def first_passing_steps(
+    blocks: dict[str, np.ndarray],
+    offsets: np.ndarray,
+    molecule_ids: np.ndarray,
+    plan: PerMoleculePlan,
+    seed: int,
+    workers: int = 1,
+    progress=None,
+) -> dict[str, np.ndarray]:
     """Per criterion, each molecule's T (a grid value) or NOT_REACHED, in the order of `molecule_ids`."""
     groups = SizeGroups.from_offsets(offsets, molecule_ids)
     position = {int(m): i for i, m in enumerate(molecule_ids)}

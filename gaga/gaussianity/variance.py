@@ -86,8 +86,13 @@ def _estimate(values: np.ndarray, offsets: np.ndarray, zero_com_columns: int, es
     raise ValueError(f"unknown variance estimator {estimator!r}; use one of {ESTIMATORS}")
 
 
-def estimate_variance(blocks: dict[str, np.ndarray], offsets: np.ndarray, estimator: str = "unbiased",
-                      per_component: bool = True, zero_com_blocks=(POSITIONS,)) -> VarianceEstimate:
+def estimate_variance(
+    blocks: dict[str, np.ndarray],
+    offsets: np.ndarray,
+    estimator: str = "unbiased",
+    per_component: bool = True,
+    zero_com_blocks=(POSITIONS,),
+) -> VarianceEstimate:
     """v_hat of zero-meaned blocks, per component or pooled over all columns (the paper's scalar)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown variance estimator {estimator!r}; use one of {ESTIMATORS}")

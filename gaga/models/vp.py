@@ -79,7 +79,6 @@ class VPDiffusion(DiffusionBackbone):
         return ancestral_sample(**common) if sampler == "ancestral" else ddim_sample(**common, eta=eta)
 
 
-
 def split_by_step(loss: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
     """A per-molecule diffusion loss split by the step drawn: "l2" (t >= 1, the epsilon error) and "t0_nll" (t = 0,
     the reconstruction term -log p(x, h | z_0), on another scale: negative once the type bins are resolved).
@@ -88,5 +87,3 @@ def split_by_step(loss: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor
     its mean over the batch is the part's `nanmean`, NaN when no molecule drew its steps.
     """
     return {"l2": loss.where(t > 0, math.nan), "t0_nll": loss.where(t == 0, math.nan)}
-
-
