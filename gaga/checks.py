@@ -94,6 +94,7 @@ def check_settings(cfg: DictConfig) -> None:
     _check_t_star(cfg)
     _check_coupling(cfg)
     _check_chain(cfg)
+    _check_predicted_property(cfg)
     _check_resume_path(cfg.get("ckpt_path"))
 
 
@@ -129,6 +130,19 @@ def _check_chain(cfg: DictConfig) -> None:
         check_chain(cfg.chain, cfg.chain_frames, cfg.batch_size, cfg.n_samples)
     except ValueError as error:
         raise SettingsError(str(error)) from None
+
+
+def _check_predicted_property(cfg: DictConfig) -> None:
+    """The property predictor predicts the one property data.conditioning names (its model's rule, before the data
+    load)."""
+    if OmegaConf.select(cfg, "backbone._target_", default=None) != "gaga.models.property_predictor.PropertyPredictor":
+        return
+    names = list(OmegaConf.select(cfg, "data.conditioning", default=None) or [])
+    if len(names) != 1:
+        raise SettingsError(
+            f"data.conditioning={names}: the property predictor predicts exactly one property; name one, e.g. "
+            "data.conditioning=[alpha] (any of alpha gap homo lumo mu Cv)"
+        )
 
 
 def _check_resume_path(path) -> None:

@@ -98,7 +98,10 @@ def run_training(cfg: DictConfig) -> dict:
         check_split_sizes(datamodule.batch_size, {name: len(split) for name, split in datamodule.splits.items()})
     except (FileNotFoundError, ValueError) as error:  # missing or bad data or checkpoint: the message says what to do
         raise SystemExit(f"error: {error}") from None
-    model = build_model(cfg, datamodule)
+    try:
+        model = build_model(cfg, datamodule)
+    except ValueError as error:  # a model setting that cannot work with this data: the message names it
+        raise SystemExit(f"error: {error}") from None
     log.info("set-up took %.1f s", time.perf_counter() - start)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
