@@ -75,6 +75,23 @@ def tiny_setup(backbone: str = "edm", train: int = 64, batch_size: int = 16, **m
     return datamodule, build(config)
 
 
+def tiny_predictor(datamodule: MoleculeDataModule, hidden_nf: int = 16, n_layers: int = 2, seed: int = 0):
+    """An untrained property predictor (hidden_nf x n_layers, weights from `seed`) of the property the data carries."""
+    import torch
+
+    torch.manual_seed(seed)
+    dataset = {**datamodule.statistics.model_description(), "conditioning": datamodule.conditioning_description()}
+    net = {"_target_": "gaga.nn.property_egnn.PropertyEGNN", "hidden_nf": hidden_nf, "n_layers": n_layers}
+    return build(
+        {
+            "_target_": "gaga.models.property_predictor.PropertyPredictor",
+            "net": net,
+            "dataset": dataset,
+            "lr_schedule": "constant",
+        }
+    )
+
+
 @pytest.fixture(scope="session")
 def qm9() -> MoleculeSet:
     """All 130,831 QM9 molecules (with hydrogens), sorted by QM9 index."""

@@ -13,19 +13,9 @@ from gaga.checks import SettingsError, check_settings
 from gaga.config import compose
 from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.qm9 import QM9
-from gaga.models.build import build
 from gaga.models.checkpoints import load_model
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, tiny_predictor
 from tests.train_runs import train_py
-
-PREDICTOR = "gaga.models.property_predictor.PropertyPredictor"
-
-
-def tiny_predictor(datamodule: MoleculeDataModule, hidden_nf: int = 16, n_layers: int = 2, seed: int = 0):
-    torch.manual_seed(seed)
-    dataset = {**datamodule.statistics.model_description(), "conditioning": datamodule.conditioning_description()}
-    net = {"_target_": "gaga.nn.property_egnn.PropertyEGNN", "hidden_nf": hidden_nf, "n_layers": n_layers}
-    return build({"_target_": PREDICTOR, "net": net, "dataset": dataset, "lr_schedule": "constant"})
 
 
 @pytest.fixture(scope="module")
