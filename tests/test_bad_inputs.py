@@ -74,6 +74,20 @@ CASES = [
         ["backbone=flow_matching", "backbone.ot_coupling=true"],
         r"GAGA's closed form needs noise independent of the data, .* set backbone.ot_coupling=false or gaga.t_star=off",
     ),
+    # the property predictor
+    Case(
+        "predictor without a property",
+        "train",
+        ["backbone=property_predictor"],
+        r"data.conditioning=\[\]: the property predictor predicts exactly one property; name one, e.g. "
+        r"data.conditioning=\[alpha\]",
+    ),
+    Case(
+        "predictor of two properties",
+        "train",
+        ["backbone=property_predictor", "data.conditioning=[alpha,mu]"],
+        r"data.conditioning=\['alpha', 'mu'\]: the property predictor predicts exactly one property",
+    ),
     # data sizes
     Case("batch of 0", "train", ["data.batch_size=0"], r"data.batch_size=0: .*>= 1"),
     Case("batch above the split", "train", ["data.batch_size=100"], r"batch_size=100 is larger than the", early=False),
