@@ -157,13 +157,13 @@ def run_sampling(cfg: DictConfig) -> dict:
 
     from gaga.atomic_files import write_text_atomically
     from gaga.io import write_sdf, write_xyz
-    from gaga.models.checkpoints import CheckpointError, load_model
+    from gaga.models.checkpoints import CheckpointError, load_generator
     from gaga.sampling import generate
 
     _checked(cfg)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model = load_model(cfg.ckpt, device, backbone=cfg.expect_backbone, dataset=cfg.expect_dataset)
+        model = load_generator(cfg.ckpt, device, backbone=cfg.expect_backbone, dataset=cfg.expect_dataset)
     except CheckpointError as error:
         raise SystemExit(f"error: {error}") from None
     dataset = model.hparams.dataset["name"]

@@ -205,18 +205,12 @@ def load_predictor(path: Path, device: str):
     return model
 
 
-def load_generator(path: Path, device: str, name: str, predictor_data: str):
+def load_conditional_generator(path: Path, device: str, name: str, predictor_data: str):
     """The conditional generator of a checkpoint, conditioned on `name` and trained on the predictor's dataset;
     ValueError (CheckpointError) saying why not."""
-    from gaga.models.base import DiffusionBackbone
-    from gaga.models.checkpoints import CheckpointError, load_model
+    from gaga.models.checkpoints import CheckpointError, load_generator
 
-    model = load_model(path, device)
-    if not isinstance(model, DiffusionBackbone):
-        raise CheckpointError(
-            f"{path}: not a generator (its model is {model.hparams.get('backbone')!r}); pass --generator the "
-            "checkpoint of a conditional generator"
-        )
+    model = load_generator(path, device)
     conditioning = model.hparams.dataset.get("conditioning")
     if not conditioning:
         raise CheckpointError(
@@ -260,7 +254,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Estimate], dict]:
     name, data = predictor.property_name, predictor.hparams.dataset["name"]
     if data.removesuffix("_noH") != "qm9":
         raise ValueError(f"{args.predictor}: a predictor of {data}; EDM's conditional table is for QM9 only")
-    generator = load_generator(args.generator, device, name, data) if args.generator else None
+    generator = load_conditional_generator(args.generator, device, name, data) if args.generator else None
     data_halves = halves(args.data_dir, name, data.endswith("_noH"))
     second = data_halves["second"]
     if args.reference_molecules is not None and args.reference_molecules < len(second):

@@ -123,6 +123,20 @@ def load_model(
     return model.to(device).eval()
 
 
+def load_generator(
+    path: str | Path, device: str | torch.device = "cpu", backbone: str | None = None, dataset: str | None = None
+):
+    """`load_model` for sampling: CheckpointError when the checkpoint holds a model that generates nothing (EDM's
+    property predictor)."""
+    model = load_model(path, device, backbone, dataset)
+    if not callable(getattr(model, "sample", None)):
+        raise CheckpointError(
+            f"{path}: not a generator (its model is {model.hparams.get('backbone')!r}); pass the checkpoint of a "
+            "generator (edm, geoldm, flow_matching)"
+        )
+    return model
+
+
 def legacy_settings(target: str) -> dict:
     """What checkpoints of the backbone class `target` meant by settings they did not record before those existed
     (the class's `legacy_settings`; none when it has none or cannot be imported: building it then says why)."""
