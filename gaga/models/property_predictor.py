@@ -116,10 +116,10 @@ class PropertyPredictor(pl.LightningModule):
         return (self(batch) - self.labels(batch)).abs().mean()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self.log("val/mae", self.mean_absolute_error(batch), prog_bar=True, batch_size=batch.num_graphs)
+        self.log("val/mae", self.mean_absolute_error(batch), prog_bar=True, batch_size=batch.num_graphs, sync_dist=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self.log("test/mae", self.mean_absolute_error(batch), batch_size=batch.num_graphs)
+        self.log("test/mae", self.mean_absolute_error(batch), batch_size=batch.num_graphs, sync_dist=True)
 
     def configure_optimizers(self):
         config = {**DEFAULT_OPTIMIZER, **(self.hparams.optimizer or {}), "_partial_": True}
