@@ -75,8 +75,9 @@ def tiny_setup(backbone: str = "edm", train: int = 64, batch_size: int = 16, **m
     return datamodule, build(config)
 
 
-def tiny_predictor(datamodule: MoleculeDataModule, hidden_nf: int = 16, n_layers: int = 2, seed: int = 0):
-    """An untrained property predictor (hidden_nf x n_layers, weights from `seed`) of the property the data carries."""
+def tiny_predictor(datamodule: MoleculeDataModule, hidden_nf: int = 16, n_layers: int = 2, seed: int = 0, **settings):
+    """An untrained property predictor (hidden_nf x n_layers, weights from `seed`, a constant learning rate unless
+    `settings` say otherwise) of the property the data carries."""
     import torch
 
     torch.manual_seed(seed)
@@ -88,6 +89,7 @@ def tiny_predictor(datamodule: MoleculeDataModule, hidden_nf: int = 16, n_layers
             "net": net,
             "dataset": dataset,
             "lr_schedule": "constant",
+            **settings,
         }
     )
 

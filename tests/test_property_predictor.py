@@ -148,16 +148,24 @@ def test_predictor_needs_exactly_one_property(first_half, tmp_path):
     assert {key: OmegaConf.select(cfg, key) for key in published} == published
 
 
-def test_cosine_schedule_is_edms_stepped_before_each_epoch():
-    from gaga.models.property_predictor import cosine_factor
+def test_cosine_learning_rate_over_the_epochs(first_half):
+    import pytorch_lightning as pl
 
-    weights = [torch.nn.Parameter(torch.zeros(1))]
-    optimizer = torch.optim.Adam(weights, lr=1.0)
-    edm = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 10)
-    for epoch in range(10):
-        optimizer.step()
-        edm.step()  # EDM's main_qm9_prop.py steps it at the start of each epoch, before training
-        assert cosine_factor(epoch, 10) == pytest.approx(optimizer.param_groups[0]["lr"], abs=1e-12)
+    from tests.conftest import quiet_trainer
+
+    class EpochRates(pl.Callback):
+        def __init__(self):
+            self.rates: list[float] = []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    model = tiny_predictor(first_half, lr_schedule="cosine")
+    recorder = EpochRates()
+    trainer = quiet_trainer(max_epochs=4, limit_train_batches=1, limit_val_batches=0, callbacks=[recorder])
+    trainer.fit(model, datamodule=first_half)
+    # 1e-3 x (1 + cos(pi e / 4)) / 2 for e = 0..3
+    assert recorder.rates == pytest.approx([1e-3, 8.5355339e-4, 5e-4, 1.4644661e-4], rel=1e-6)
 
 
 def test_cpu_preset_trains_and_its_checkpoint_loads_back_to_its_validation_mae(tmp_path):

@@ -12,8 +12,6 @@ by which checkpoints are ranked). It is built by `gaga.models.build` from plain 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -39,8 +37,10 @@ class PropertyPredictor(pl.LightningModule):
         dataset: what the data module tells a model (`MoleculeDataModule`'s statistics and its
             `conditioning_description()` under "conditioning"): atom symbols and the property's name, unit and norms.
         optimizer: a `_target_` optimiser config (Adam with EDM's settings by default).
-        lr_schedule: "cosine" (EDM's CosineAnnealingLR over `trainer.max_epochs`, stepped before each epoch as EDM
-            steps it, so epoch e trains at lr * (1 + cos(pi (e + 1) / epochs)) / 2) or "constant".
+        lr_schedule: "cosine" (EDM's CosineAnnealingLR over `trainer.max_epochs`: epoch e, from 0, trains at
+            lr * (1 + cos(pi e / epochs)) / 2) or "constant". EDM's script steps the schedule before each epoch's
+            training, one epoch ahead of this (its first epoch at step 1, its last at lr 0, an epoch without
+            change); here, as PyTorch and Lightning order it, the schedule steps after each epoch.
         seed: recorded with the run (the predictor draws no noise).
         backbone: the model's name in checkpoints.
         validation_metric: what checkpoints and Optuna rank runs by (only `val/mae`).
@@ -132,7 +132,7 @@ class PropertyPredictor(pl.LightningModule):
                 f"backbone.lr_schedule=cosine anneals over trainer.max_epochs, which is {epochs}; set "
                 "trainer.max_epochs=N or backbone.lr_schedule=constant"
             )
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: cosine_factor(epoch, epochs))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
     # --- checkpoints --------------------------------------------------------------------------------
@@ -140,9 +140,3 @@ class PropertyPredictor(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Plain-data hyperparameters and gaga's entries (gaga.models.checkpoints), as the backbones write them."""
         add_entries(checkpoint, self)
-
-
-def cosine_factor(epoch: int, epochs: int) -> float:
-    """EDM's learning-rate factor in epoch `epoch` (0-based) of `epochs`: CosineAnnealingLR(T_max=epochs) stepped
-    once before every epoch, so the first epoch already trains at step 1 and the last at step `epochs` (lr 0)."""
-    return 0.5 * (1.0 + math.cos(math.pi * min(epoch + 1, epochs) / epochs))
