@@ -12,8 +12,8 @@ from gaga.io import read_sdf
 from gaga.nn import EGNNDynamics, EquivariantDecoder, EquivariantEncoder
 from gaga.sampling import generate
 from tests.conftest import tiny_setup
-from tests.train_runs import TINY_FIT
 from tests.test_egnn import NUM_FEATURES, SIZES, assert_close_rel, make_batch, make_net, random_orthogonal
+from tests.train_runs import TINY_FIT
 
 CONTEXT_NF = 2
 
