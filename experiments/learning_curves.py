@@ -131,7 +131,7 @@ def interval(values: np.ndarray, statistic, rng: np.random.Generator) -> tuple[f
 def per_molecule_quality(molecules) -> tuple[np.ndarray, np.ndarray]:
     """(stable atoms and atoms per molecule [M, 2], fragments per molecule [M]) with the evaluator's own rules."""
     from gaga.metrics.bonds import atom_valences, bond_rules, encode_types, infer_bonds, stable_atoms
-    from gaga.metrics.evaluation import fragments_per_molecule
+    from gaga.metrics.geometry import fragments_per_molecule
 
     rules = bond_rules("qm9")
     types = encode_types(molecules, rules, "samples")
@@ -139,7 +139,7 @@ def per_molecule_quality(molecules) -> tuple[np.ndarray, np.ndarray]:
     stable = stable_atoms(types, atom_valences(bonds, len(types)), rules)
     counts = np.diff(molecules.offsets)
     stable_counts = np.add.reduceat(stable.astype(np.int64), molecules.offsets[:-1])
-    return np.stack([stable_counts, counts], axis=1), fragments_per_molecule(molecules, bonds)
+    return np.stack([stable_counts, counts], axis=1), fragments_per_molecule(molecules.offsets, bonds)
 
 
 def sample_row(args, arm: str, milestone: int, checkpoint: Path, truncation: dict | None = None) -> dict:

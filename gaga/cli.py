@@ -180,12 +180,16 @@ def run_sampling(cfg: DictConfig) -> dict:
             progress=interactive(),
             chain=cfg.chain,
             chain_frames=cfg.chain_frames,
+            condition=OmegaConf.to_container(cfg.condition),
         )
-    except ValueError as error:  # start / stride / sampler the model cannot take
+    except ValueError as error:  # start / stride / sampler / condition the model cannot take
         raise SystemExit(f"error: {error}") from None
     out = Path(cfg.paths.output_dir)
     write_sdf(out / "samples.sdf", generated.molecules, dataset=dataset.removesuffix("_noH"))
     write_xyz(out / "samples.xyz", generated.molecules)
+    written = [out / "samples.sdf", out / "samples.xyz", out / "metrics.json"]
+    if generated.molecules.properties:
+        written.append(write_requested_properties(out / "properties.csv", generated.molecules))
     report = {
         "checkpoint": str(cfg.ckpt),
         "sampler": generated.sampler,
@@ -207,13 +211,24 @@ def run_sampling(cfg: DictConfig) -> dict:
     print(format_table({k: v for k, v in report.items() if isinstance(v, float | int)}))
     if cfg.evaluate and dataset in PUBLISHED:
         print(PUBLISHED[dataset])
-    print(f"wrote {out / 'samples.sdf'}, {out / 'samples.xyz'}, {out / 'metrics.json'}")
+    print(f"wrote {', '.join(str(path) for path in written)}")
     pictures = draw_generated(out, generated, rules, cfg, evaluation, reference)
     if cfg.wandb:
         from gaga.tracking import log_sample_run
 
         log_sample_run(out, report, pictures, generated.molecules, rules, cfg.wandb_project)
     return report
+
+
+def write_requested_properties(path: Path, molecules) -> Path:
+    """A conditional model's requested property values, one row per molecule (index, atom count, values)."""
+    from gaga.atomic_files import write_text_atomically
+
+    names = list(molecules.properties)
+    rows = [",".join(["molecule", "num_atoms", *names])]
+    for index, size in enumerate(molecules.num_atoms):
+        rows.append(",".join([str(index), str(size), *(f"{molecules.properties[n][index]:.6g}" for n in names)]))
+    return write_text_atomically(path, "\n".join(rows) + "\n")
 
 
 def evaluate_generated(molecules, rules: str, cfg: DictConfig):

@@ -76,22 +76,31 @@ class ChainRecorder:
 
 
 @torch.no_grad()
-def decode_frame(model, pos: torch.Tensor, h: torch.Tensor, batch: torch.Tensor, use_ema: bool = True):
+def decode_frame(model, pos: torch.Tensor, h: torch.Tensor, batch: torch.Tensor, use_ema: bool = True, context=None):
     """A chain state read as molecules by the backbone's own `decode`, noise-free: z itself taken as the data
-    (alpha_0 = 1, sigma_0 = 0), as EDM's and GeoLDM's chain pictures do (GeoLDM: its decoder on the latents)."""
+    (alpha_0 = 1, sigma_0 = 0), as EDM's and GeoLDM's chain pictures do (GeoLDM: its decoder on the latents, reading
+    the molecules' `context` when conditional)."""
     from gaga.diffusion.samplers import FinalState
 
     one, zero = torch.ones((), device=pos.device), torch.zeros((), device=pos.device)
     final = FinalState(
         pos, h, torch.zeros_like(pos), torch.zeros_like(h), one, zero, 0.0, batch, int(batch.max()) + 1, 0, None
     )
-    return model.decode(final, use_ema)
+    return model.decode(final, use_ema, context)
 
 
-def decode_chain(model, recorder: ChainRecorder, final, num_atoms: torch.Tensor, encoder: AtomEncoder, start: int):
+def decode_chain(
+    model,
+    recorder: ChainRecorder,
+    final,
+    num_atoms: torch.Tensor,
+    encoder: AtomEncoder,
+    start: int,
+    context: torch.Tensor | None = None,
+):
     """The recorded states as molecules, start first; the last frame is the sampler's own output `final` (its
-    first `len(num_atoms)` molecules). The start frame is labelled as GAGA's reference Gaussian at T* (or the
-    standard normal at T of a model without GAGA)."""
+    first `len(num_atoms)` molecules, whose `context` a conditional model reads). The start frame is labelled as
+    GAGA's reference Gaussian at T* (or the standard normal at T of a model without GAGA)."""
     batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=model.device), num_atoms.to(model.device))
     offsets = np.concatenate([[0], np.cumsum(num_atoms.tolist())])
     count = recorder.num_atoms
@@ -104,7 +113,7 @@ def decode_chain(model, recorder: ChainRecorder, final, num_atoms: torch.Tensor,
     for step in sorted(recorder.states, reverse=True):
         if step == 0:
             continue  # z_0: the final frame is what the sampler decoded from it
-        output = decode_frame(model, *recorder.states[step], batch)
+        output = decode_frame(model, *recorder.states[step], batch, context=context)
         frames.append(frame(step, _frame_label(model, step, start), output.pos, output.atom_types))
     frames.append(frame(0, "t=0: final", final.pos[:count], final.atom_types[:count]))
     return frames
@@ -133,6 +142,32 @@ def check_chain(chain: int, frames: int, batch_size: int, num_molecules: int) ->
         raise ValueError(f"chain_frames={frames}: a chain needs at least 2 frames (start and final)")
 
 
+def requested_properties(model, condition: dict[str, float | None] | None) -> dict[str, float]:
+    """The fixed property values asked of a model (`condition`: name -> value, None entries meaning "draw it");
+    ValueError naming the fix for a property the model is not conditioned on, or for a partial request."""
+    fixed = {name: float(value) for name, value in (condition or {}).items() if value is not None}
+    names = list(model.property_norms.names) if model.property_norms else []
+    if not names and fixed:
+        raise ValueError(f"condition {fixed}: this model is unconditional (trained without data.conditioning)")
+    unknown = sorted(set(fixed) - set(names))
+    if unknown:
+        raise ValueError(f"condition.{unknown[0]}: the model is conditioned on {names}, not on {unknown[0]}")
+    if fixed and set(fixed) != set(names):
+        missing = sorted(set(names) - set(fixed))
+        raise ValueError(f"condition: give every property the model is conditioned on ({names}); missing {missing}")
+    return fixed
+
+
+def draw_properties(model, num_atoms: torch.Tensor, fixed: dict[str, float], generator) -> torch.Tensor | None:
+    """Property values [B, k] for molecules of sizes `num_atoms`: the `fixed` ones, else drawn from the training
+    molecules' p(property | N) (EDM's DistributionProperty); None for an unconditional model."""
+    if model.property_norms is None:
+        return None
+    if fixed:
+        return torch.tensor([[fixed[name] for name in model.property_norms.names]]).expand(len(num_atoms), -1)
+    return model.property_given_size.sample(num_atoms, generator)
+
+
 def generate(
     model,
     num_molecules: int,
@@ -145,23 +180,27 @@ def generate(
     progress: bool = True,
     chain: int = 0,
     chain_frames: int = 10,
+    condition: dict[str, float | None] | None = None,
 ) -> Generated:
     """`num_molecules` molecules with sizes from the model's p(N), in batches, with a progress bar.
 
     `chain` > 0 keeps the denoising chain of the first `chain` molecules (of the first batch) at about
-    `chain_frames` steps from the start to 0, decoded after the timed loop (`Generated.chain`).
+    `chain_frames` steps from the start to 0, decoded after the timed loop (`Generated.chain`). A conditional model
+    generates molecules with the property values in `condition` (name -> value), or, where it gives none, values
+    drawn per molecule from p(property | N); the molecules' `properties` record what each was asked for.
     """
     from tqdm.auto import tqdm
 
     if num_molecules < 1 or batch_size < 1:
         raise ValueError(f"n_samples and batch_size must be >= 1, got {num_molecules} and {batch_size}")
     check_chain(chain, chain_frames, batch_size, num_molecules)
+    fixed = requested_properties(model, condition)
     t_start = resolve_start(model, start)
     sampler = model.samplers[0] if sampler == "auto" else sampler
     encoder = AtomEncoder(model.hparams.dataset["name"], tuple(model.hparams.dataset["atom_symbols"]))
     generator = torch.Generator(model.device).manual_seed(seed)
     size_generator = torch.Generator().manual_seed(seed)
-    positions, numbers, sizes = [], [], []
+    positions, numbers, sizes, asked = [], [], [], []
     elapsed, evaluations = 0.0, 0
     steps = t_start // stride
     num_batches = -(-num_molecules // batch_size)
@@ -170,6 +209,8 @@ def generate(
     with tqdm(total=num_batches * steps, unit="step", desc=description, disable=not progress) as bar:
         while len(sizes) < num_molecules:
             num_atoms = model.sample_num_atoms(min(batch_size, num_molecules - len(sizes)), size_generator)
+            properties = draw_properties(model, num_atoms, fixed, size_generator)
+            context = model.context(properties)
             if chain and not sizes:
                 recorder = ChainRecorder(int(num_atoms[:chain].sum()), frame_steps(t_start, stride, chain_frames))
             _synchronize(model.device)
@@ -184,6 +225,7 @@ def generate(
                     generator=generator,
                     on_step=lambda: bar.update(1),
                     keep_frame=recorder if not sizes else None,
+                    context=context,
                 )
             except NonFiniteOutputError as error:
                 source = getattr(model, "source", f"the model in training (step {model.global_step})")
@@ -194,16 +236,20 @@ def generate(
             _synchronize(model.device)
             elapsed += time.perf_counter() - clock
             if recorder is not None and not sizes:
-                frames = decode_chain(model, recorder, output, num_atoms[:chain], encoder, t_start)
+                first = None if context is None else context[:chain]
+                frames = decode_chain(model, recorder, output, num_atoms[:chain], encoder, t_start, first)
             evaluations = output.num_evaluations
             positions.append(output.pos.cpu().numpy())
             numbers.append(encoder.decode(output.atom_types.cpu().numpy()))
             sizes.extend(num_atoms.tolist())
+            if properties is not None:
+                asked.append(properties.cpu().numpy())
             bar.set_postfix(molecules=len(sizes))
     molecules = MoleculeSet(
         positions=np.concatenate(positions),
         atomic_numbers=np.concatenate(numbers),
         offsets=np.concatenate([[0], np.cumsum(sizes)]),
+        properties=dict(zip(model.property_norms.names, np.concatenate(asked).T, strict=True)) if asked else {},
     )
     return Generated(molecules, elapsed, evaluations, t_start, sampler, frames)
 

@@ -56,13 +56,21 @@ def quiet_trainer(**options):
     return pl.Trainer(**{**settings, **options})
 
 
-def tiny_setup(backbone: str = "edm", train: int = 64, batch_size: int = 16, **model_options):
-    """(datamodule, model): a tiny backbone (16 x 1 networks, T = 100) on a real QM9 subset."""
+def tiny_setup(
+    backbone: str = "edm", train: int = 64, batch_size: int = 16, conditioning: tuple[str, ...] = (), **model_options
+):
+    """(datamodule, model): a tiny backbone (16 x 1 networks, T = 100) on a real QM9 subset; with `conditioning`,
+    conditioned on those properties (trained on EDM's second half)."""
     datamodule = MoleculeDataModule(
-        QM9(DATA_DIR), batch_size=batch_size, subset={"train": train, "valid": 32, "test": 8}
+        QM9(DATA_DIR),
+        batch_size=batch_size,
+        subset={"train": train, "valid": 32, "test": 8},
+        conditioning=conditioning,
+        half="second" if conditioning else None,
     )
-    stats = datamodule.statistics
-    dataset = stats.model_description()
+    dataset = datamodule.statistics.model_description()
+    if conditioning:
+        dataset["conditioning"] = datamodule.conditioning_description()
     config = {
         "net": TINY_NET,
         "schedule": SCHEDULE,

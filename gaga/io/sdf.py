@@ -19,7 +19,8 @@ RECORD_END = "$$$$"
 
 
 def write_sdf(path: str | Path, molecules: MoleculeSet | Iterable, dataset: str = "qm9") -> Path:
-    """Write molecules to an SDF file (atomically), each with its coordinates and EDM's bonds for `dataset`."""
+    """Write molecules to an SDF file (atomically), each with its coordinates and EDM's bonds for `dataset`, and
+    the molecule's `properties` (a conditional model's requested values) as SD data items."""
     from rdkit import Chem
 
     from gaga.metrics.rdkit_molecules import molecule_from_coordinates
@@ -29,7 +30,8 @@ def write_sdf(path: str | Path, molecules: MoleculeSet | Iterable, dataset: str 
     for index, (atomic_numbers, positions) in enumerate(molecules):
         molecule = molecule_from_coordinates(atomic_numbers, positions, dataset)
         molecule.SetProp("_Name", f"molecule {index}")
-        blocks.append(Chem.MolToMolBlock(molecule) + RECORD_END + "\n")
+        items = "".join(f">  <{name}>\n{values[index]:.6g}\n\n" for name, values in molecules.properties.items())
+        blocks.append(Chem.MolToMolBlock(molecule) + items + RECORD_END + "\n")
     return write_text_atomically(path, "".join(blocks))
 
 

@@ -33,9 +33,14 @@ def format_xyz(atomic_numbers: np.ndarray, positions: np.ndarray, comment: str =
 
 
 def write_xyz(path: str | Path, molecules: MoleculeSet | Iterable, comments: Sequence[str] | None = None) -> Path:
-    """Write all molecules, one record after another, into one XYZ file (atomically)."""
+    """Write all molecules, one record after another, into one XYZ file (atomically); the default comment line names
+    the molecule and its `properties` (a conditional model's requested values), e.g. `molecule 3 alpha=80.5`."""
     molecules = to_molecule_set(molecules, str(path))
-    comments = comments if comments is not None else [f"molecule {i}" for i in range(len(molecules))]
+    if comments is None:
+        comments = [
+            " ".join([f"molecule {i}", *(f"{name}={values[i]:.6g}" for name, values in molecules.properties.items())])
+            for i in range(len(molecules))
+        ]
     if len(comments) != len(molecules):
         raise ValueError(f"{path}: {len(comments)} comments for {len(molecules)} molecules")
     records = (format_xyz(z, pos, comment) for (z, pos), comment in zip(molecules, comments, strict=True))

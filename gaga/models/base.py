@@ -7,6 +7,11 @@ the step log (step_log.py), checkpoint entries and loading (checkpoints.py); wha
 vp.py. A backbone supplies the space it diffuses in (`diffusion_state`), its objectives (`training_terms`,
 `nll_terms`), its samplers (`sampler_options`, `reverse`) and its decoder (`decode`).
 
+A conditional model (its `dataset` description has "conditioning": gaga.data.datamodule's
+`conditioning_description`) normalises the molecules' properties into a context [B, k] (`context`, `batch_context`)
+that every network call receives: `denoiser(context)` binds it to the denoiser, whose call signature the diffusion
+code sees unchanged.
+
 Besides reading the length of each network call's edge list (gaga.nn.graph), a training step waits for the device
 once: to decide whether its loss and gradient are finite before the optimiser step. Validation and test NLLs run in
 float32 whatever the training precision.
@@ -14,6 +19,7 @@ float32 whatever the training precision.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import logging
@@ -25,6 +31,7 @@ import pytorch_lightning as pl
 import torch
 from torch_geometric.data.data import BaseData
 
+from gaga.data.properties import PropertyGivenSize, PropertyNorms
 from gaga.diffusion.forward import Normalizer, remove_mean
 from gaga.diffusion.losses import log_prob_num_atoms
 from gaga.diffusion.samplers import FinalState, FrameCallback, SamplerOutput
@@ -118,13 +125,22 @@ class DiffusionBackbone(pl.LightningModule):
             raise ValueError(f"backbone.compile must be true or false, got {self.hparams.compile!r}")
         self.hparams["backbone"] = self.hparams["backbone"] or self.backbone_name
         self.normalizer = Normalizer.from_config(self.hparams.normalizer)
+        conditioning = self.hparams.dataset.get("conditioning")
+        self.property_norms = PropertyNorms.from_record(conditioning["norms"]) if conditioning else None
+        self.property_given_size = PropertyGivenSize.from_record(conditioning["given_size"]) if conditioning else None
+
+    @property
+    def context_width(self) -> int:
+        """Columns of the context every network reads: the number of properties conditioned on (0: unconditional)."""
+        return len(self.property_norms.names) if self.property_norms else 0
 
     def build_denoiser(self, net: dict, num_features: int) -> torch.nn.Module:
         """The denoiser of config `net` for `num_features` feature columns, centring its feature output exactly when
         the backbone centres its features (`zero_mean_features`: one setting, the backbone's; a `net` entry of that
         name, which checkpoints before this change hold, is ignored)."""
         config = {key: value for key, value in net.items() if key != "zero_mean_features"}
-        return build(config, num_features=num_features, zero_mean_features=bool(self.hparams.zero_mean_features))
+        centred = bool(self.hparams.zero_mean_features)
+        return build(config, num_features=num_features, zero_mean_features=centred, context_nf=self.context_width)
 
     def finish_setup(self) -> None:
         """EMA copies, gradient guard, step log and truncation; call at the end of a subclass's init."""
@@ -167,6 +183,29 @@ class DiffusionBackbone(pl.LightningModule):
             return batch.to(device, non_blocking=True)
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
+    # --- conditioning -------------------------------------------------------------------------------
+
+    def context(self, properties: torch.Tensor | None) -> torch.Tensor | None:
+        """Properties [B, k] in their units -> the normalised context the networks read (None: unconditional);
+        ValueError when a conditional model gets none."""
+        if self.property_norms is None:
+            return None
+        if properties is None:
+            raise ValueError(
+                f"this model is conditioned on {list(self.property_norms.names)}: give the molecules' values "
+                "(training data: data.conditioning; sampling: condition.<name>=VALUE, or none to draw them)"
+            )
+        return self.property_norms.normalise(properties.to(self.device, torch.float32))
+
+    def batch_context(self, batch) -> torch.Tensor | None:
+        """The context of a PyG batch's molecules, from the properties the data module put in it."""
+        return self.context(getattr(batch, "properties", None)) if self.property_norms else None
+
+    def denoiser(self, context: torch.Tensor | None, use_ema: bool) -> Callable:
+        """The denoiser (its EMA copy with `use_ema`) as net(pos, h, t, batch), the context bound to it."""
+        net = self.averaged("net", use_ema)
+        return net if context is None else functools.partial(net, context=context)
+
     def normalised_atoms(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """PyG batch -> (coordinates at zero CoM / position scale, [one-hot, charges] normalised): EDM's input."""
         pos = remove_mean(batch.pos, batch.batch, batch.num_graphs)
@@ -187,8 +226,9 @@ class DiffusionBackbone(pl.LightningModule):
         """Per-molecule terms [B] of the negative log-likelihood estimate; "nll" is their total."""
         raise NotImplementedError
 
-    def decode(self, final: FinalState, use_ema: bool = True) -> SamplerOutput:
-        """The reverse chain's final state -> molecules (Angstrom coordinates, atom-type indices)."""
+    def decode(self, final: FinalState, use_ema: bool = True, context: torch.Tensor | None = None) -> SamplerOutput:
+        """The reverse chain's final state -> molecules (Angstrom coordinates, atom-type indices); `context`: the
+        molecules' context, for decoders that read it."""
         raise NotImplementedError
 
     def check_truncatable(self, features: str = "centred") -> None:
@@ -381,6 +421,7 @@ class DiffusionBackbone(pl.LightningModule):
         generator: torch.Generator | None = None,
         on_step: Callable[[], None] | None = None,
         keep_frame: FrameCallback | None = None,
+        context: torch.Tensor | None = None,
     ) -> tuple[SamplerOutput, torch.Tensor]:
         """Molecules of the given sizes: (sampler output, per-atom molecule index).
 
@@ -388,8 +429,11 @@ class DiffusionBackbone(pl.LightningModule):
         N(mu_start, v_start) (`start_variance`, `start_feature_mean`; the standard normal for a model trained
         without GAGA), with the zero-mean blocks projected, runs `reverse` to 0 and decodes with the backbone's
         `decode`. `keep_frame`, when given, receives (step, pos, h) of the start state and of the chain's states
-        down to 0.
+        down to 0. A conditional model needs the molecules' `context` [B, k] (`context(properties)`); GAGA's start
+        Gaussian is the same for every context: the noised marginal at T* does not depend on it.
         """
+        if (context is None) != (self.property_norms is None):
+            raise ValueError(f"a context of {self.context_width} properties per molecule is required (got none)")
         sampler = self.samplers[0] if sampler == "auto" else sampler
         if sampler not in self.samplers:
             raise ValueError(f"unknown sampler {sampler!r} for {self.backbone_name}: use one of {list(self.samplers)}")
@@ -418,14 +462,15 @@ class DiffusionBackbone(pl.LightningModule):
             scales = [self.block_path_scale(start, POSITIONS), self.block_path_scale(start, FEATURES)]
             z = torch.cat([z[:, :3] * scales[0], z[:, 3:] * scales[1]], dim=1)
         output = self.reverse(
-            z[:, :3], z[:, 3:], batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame
+            z[:, :3], z[:, 3:], batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame, context
         )
         return output, batch
 
     def reverse(
-        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None
+        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None, context=None
     ) -> SamplerOutput:
-        """The reverse-time chain (or ODE) from state (pos, h) at step `start` down to 0, then the decoding."""
+        """The reverse-time chain (or ODE) from state (pos, h) at step `start` down to 0, then the decoding; the
+        networks read `context`."""
         raise NotImplementedError
 
     # --- checkpoints --------------------------------------------------------------------------------

@@ -71,5 +71,5 @@ class EDM(VPDiffusion):
         pos, h = self.diffusion_state(batch)
         return self.diffusion_nll(pos, h, batch, generator)
 
-    def decode(self, final: FinalState, use_ema: bool = True) -> SamplerOutput:
+    def decode(self, final: FinalState, use_ema: bool = True, context: torch.Tensor | None = None) -> SamplerOutput:
         return OneHotDecoder(self.normalizer)(final)

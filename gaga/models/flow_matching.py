@@ -106,9 +106,9 @@ class FlowMatching(DiffusionBackbone):
         check_coupling(bool(self.hparams.ot_coupling), truncated=True)
         super().check_truncatable(features)
 
-    def field(self, use_ema: bool = True):
-        """The velocity field dz/dt of the (EMA) network on this path."""
-        return self.schedule.field(self.averaged("net", use_ema))
+    def field(self, context: torch.Tensor | None, use_ema: bool = True):
+        """The velocity field dz/dt of the (EMA) network, reading `context`, on this path."""
+        return self.schedule.field(self.denoiser(context, use_ema))
 
     # --- objectives -------------------------------------------------------------------------------
 
@@ -129,7 +129,7 @@ class FlowMatching(DiffusionBackbone):
         return velocity_loss(net, self.schedule, pos, h, noise, t, batch.batch, batch.num_graphs, normalisation)
 
     def training_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"loss": self.flow_loss(self.net, batch, generator)}
+        return {"loss": self.flow_loss(self.denoiser(self.batch_context(batch), False), batch, generator)}
 
     def nll_terms(self, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """-log p(x, h, N): the flow's continuous density of the normalised atoms (types not dequantised: it falls
@@ -139,7 +139,7 @@ class FlowMatching(DiffusionBackbone):
         num_atoms = torch.bincount(batch.batch, minlength=batch.num_graphs)
         terms = {
             "flow": ode_nll(
-                self.field(),
+                self.field(self.batch_context(batch)),
                 pos,
                 h,
                 batch.batch,
@@ -166,7 +166,8 @@ class FlowMatching(DiffusionBackbone):
         """{stage}/loss, the velocity loss of the EMA network on fixed noise; with ode_likelihood {stage}/density_nll,
         -log of the continuous density (named apart from EDM's discrete NLL, which it does not estimate)."""
         with float32(batch.pos):
-            loss = self.flow_loss(self.averaged("net"), batch, self._generator(stream, batch_idx)).mean()
+            denoiser = self.denoiser(self.batch_context(batch), use_ema=True)
+            loss = self.flow_loss(denoiser, batch, self._generator(stream, batch_idx)).mean()
             self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch.num_graphs, sync_dist=True)
             if self.hparams.get("ode_likelihood", False):
                 nll = self.nll_terms(batch, self._generator(stream, batch_idx))["nll"].mean()
@@ -180,23 +181,23 @@ class FlowMatching(DiffusionBackbone):
 
     # --- sampling ---------------------------------------------------------------------------------
 
-    def decode(self, final: FinalState, use_ema: bool = True) -> SamplerOutput:
+    def decode(self, final: FinalState, use_ema: bool = True, context: torch.Tensor | None = None) -> SamplerOutput:
         """A state of the path read as atoms (coordinates in Angstrom, the argmax of the one-hot), as EDM's."""
         return OneHotDecoder(self.normalizer)(final)
 
     def reverse(
-        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None
+        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None, context=None
     ) -> SamplerOutput:
-        """Integrate the learned ODE from step `start` to 0 (Euler / Heun on the strided grid, or adaptive);
-        `keep_frame` receives (step, pos, h) at every step of the strided grid. `sample` has checked start and
-        stride."""
+        """Integrate the learned ODE (its network reading `context`) from step `start` to 0 (Euler / Heun on the
+        strided grid, or adaptive); `keep_frame` receives (step, pos, h) at every step of the strided grid. `sample`
+        has checked start and stride."""
         num_graphs = int(batch.max()) + 1
         zero_mean = bool(self.hparams.zero_mean_features)
 
         def project(pos_t, h_t):
             return remove_mean(pos_t, batch, num_graphs), remove_mean(h_t, batch, num_graphs) if zero_mean else h_t
 
-        velocity = self.field(use_ema)
+        velocity = self.field(context, use_ema)
         pos, h = project(pos, h)
         timesteps = self.schedule.timesteps
         times = [step / timesteps for step in range(start, -1, -stride)]

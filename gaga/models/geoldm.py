@@ -100,9 +100,9 @@ class GeoLDM(VPDiffusion):
             self.averaged_modules = ("net", "decoder", "encoder")
         self.schedule = build(schedule)
         num_features = self.normalizer.num_features(len(dataset["atom_symbols"]))
-        self.encoder = build(encoder, num_features=num_features, latent_nf=latent_nf)
+        self.encoder = build(encoder, num_features=num_features, latent_nf=latent_nf, context_nf=self.context_width)
         self.encoder.requires_grad_(autoencoder_epochs > 0)  # trained only in the two-stage option's first stage
-        self.decoder = build(decoder, num_features=num_features, latent_nf=latent_nf)
+        self.decoder = build(decoder, num_features=num_features, latent_nf=latent_nf, context_nf=self.context_width)
         self.net = self.build_denoiser(net, latent_nf)
         self.feature_nll = GaussianLikelihood()
         self.finish_setup()
@@ -171,7 +171,7 @@ class GeoLDM(VPDiffusion):
         """The encoder's mean latents of the atoms in its units (coordinates zero-CoM; features zero-meaned with
         `zero_mean_features`)."""
         pos, h = self.autoencoder_atoms(batch)
-        z_pos, z_h = self.encoder(pos, h, batch.batch)
+        z_pos, z_h = self.encoder(pos, h, batch.batch, self.batch_context(batch))
         if self.hparams.zero_mean_features:
             z_h = remove_mean(z_h, batch.batch, batch.num_graphs)
         return z_pos, z_h
@@ -199,7 +199,7 @@ class GeoLDM(VPDiffusion):
     def _reconstruction(self, decoder, z_pos, z_h, batch, per_dimension: bool) -> torch.Tensor:
         """GeoLDM's reconstruction error of the decoded latent against the atoms in the autoencoder's units."""
         pos, h = self.autoencoder_atoms(batch)
-        pos_rec, h_rec = decoder(z_pos, z_h, batch.batch)
+        pos_rec, h_rec = decoder(z_pos, z_h, batch.batch, self.batch_context(batch))
         return reconstruction_error(
             pos_rec, h_rec, pos, h, self.autoencoder_units, batch.batch, batch.num_graphs, per_dimension
         )
@@ -209,7 +209,8 @@ class GeoLDM(VPDiffusion):
         which, as GeoLDM computes it, scores only the posterior means); the latent is the posterior mean plus
         `autoencoder_sigma` (released: 0.0032) times noise, or the posterior's own std when that is null."""
         pos, h = self.autoencoder_atoms(batch)
-        mean_pos, mean_h, std_pos, std_h = self.encoder.posterior(pos, h, batch.batch)
+        context = self.batch_context(batch)
+        mean_pos, mean_h, std_pos, std_h = self.encoder.posterior(pos, h, batch.batch, context)
         if self.hparams.autoencoder_sigma is not None:
             std_pos = std_h = self.hparams.autoencoder_sigma
         zero_mean = bool(self.hparams.zero_mean_features)
@@ -220,7 +221,7 @@ class GeoLDM(VPDiffusion):
         z_h = mean_h + std_h * noise_h
         if zero_mean:
             z_h = remove_mean(z_h, batch.batch, batch.num_graphs)
-        pos_rec, h_rec = self.decoder(z_pos, z_h, batch.batch)
+        pos_rec, h_rec = self.decoder(z_pos, z_h, batch.batch, context)
         reconstruction = reconstruction_error(
             pos_rec, h_rec, pos, h, self.autoencoder_units, batch.batch, batch.num_graphs, per_dimension=True
         )
@@ -255,12 +256,12 @@ class GeoLDM(VPDiffusion):
 
     # --- decoding ---------------------------------------------------------------------------------
 
-    def decode(self, final: FinalState, use_ema: bool = True) -> SamplerOutput:
+    def decode(self, final: FinalState, use_ema: bool = True, context: torch.Tensor | None = None) -> SamplerOutput:
         """Latent from p(z | z_0) for both blocks, then the decoder; atom types the argmax of its logits, charges
         its charge column in the autoencoder's units, rounded."""
         z_pos = final.sample_data(final.pos, final.eps_pos)
         z_h = final.sample_data(final.h, final.eps_h, zero_mean=bool(self.hparams.zero_mean_features))
-        pos, h = self.averaged("decoder", use_ema)(z_pos, z_h, final.batch)
+        pos, h = self.averaged("decoder", use_ema)(z_pos, z_h, final.batch, context)
         onehot, charges = self.autoencoder_units.split(h)
         return SamplerOutput(
             pos=pos * self.autoencoder_units.position_scale,

@@ -26,7 +26,7 @@ class VPDiffusion(DiffusionBackbone):
         """EDM's l2 loss of the clean state (pos, h) per molecule, t ~ U{0..T*}, and the steps drawn; the t = 0
         term is the backbone's `feature_nll`."""
         return l2_loss(
-            self.net,
+            self.denoiser(self.batch_context(batch), use_ema=False),
             self.schedule,
             self.feature_nll,
             pos,
@@ -41,7 +41,7 @@ class VPDiffusion(DiffusionBackbone):
     def diffusion_nll(self, pos, h, batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """EDM's NLL estimate of the clean state (pos, h) with the EMA denoiser (GAGA: prior at T*), by term."""
         return nll_estimate(
-            self.averaged("net"),
+            self.denoiser(self.batch_context(batch), use_ema=True),
             self.schedule,
             self.normalizer,
             pos,
@@ -58,13 +58,13 @@ class VPDiffusion(DiffusionBackbone):
         )
 
     def reverse(
-        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None
+        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None, context=None
     ) -> SamplerOutput:
         """The reverse-time chain from state (pos, h) at step `start` down to 0, then `decode`: EDM's samplers."""
         common = dict(
-            denoiser=self.averaged("net", use_ema),
+            denoiser=self.denoiser(context, use_ema),
             schedule=self.schedule,
-            decode=lambda final: self.decode(final, use_ema),
+            decode=lambda final: self.decode(final, use_ema, context),
             pos=pos,
             h=h,
             batch=batch,

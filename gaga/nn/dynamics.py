@@ -1,6 +1,7 @@
 """EDM's EGNN dynamics: the noise-prediction network eps_theta(z_t, t) on PyG-style molecule batches.
 
-Call signature is the diffusion code's denoiser interface: net(pos_t, h_t, t, batch) -> (eps_pos, eps_h).
+Call signature is the diffusion code's denoiser interface: net(pos_t, h_t, t, batch) -> (eps_pos, eps_h); a
+conditional network (`context_nf` > 0) also takes `context`, the molecules' normalised properties [B, context_nf].
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class EGNNDynamics(nn.Module):
     r"""EDM's `EGNN_dynamics_QM9` in `egnn_dynamics` mode, without padding or masks.
 
     .. math::
-        (h', x') = \mathrm{EGNN}([h_t, t/T], x_t), \quad
+        (h', x') = \mathrm{EGNN}([h_t, t/T, c], x_t), \quad
         \hat\epsilon_x = \Pi(x' - x_t), \quad \hat\epsilon_h = h'_{[:F]}
 
     on fully connected molecules (no self loops, no messages between molecules). :math:`\Pi` removes
@@ -25,7 +26,8 @@ class EGNNDynamics(nn.Module):
     also predicts a time column, which is dropped, and in training a coordinate output containing NaN is replaced
     by zeros (for the whole batch); outside training a non-finite output raises NonFiniteOutputError.
     `zero_mean_features=True` also centres :math:`\hat\epsilon_h` per molecule,
-    as the GAGA reference code does.
+    as the GAGA reference code does. With `context_nf` > 0 each atom's input also holds its molecule's context c
+    (EDM's conditional model: the context columns follow the time column, and their outputs are dropped).
 
     Defaults are EDM's published QM9 model (README command and `main_qm9.py` defaults): 256 features,
     9 blocks of 1 GCL each, attention, tanh-bounded coordinate steps with coords_range 15,
@@ -47,15 +49,16 @@ class EGNNDynamics(nn.Module):
         normalization_factor: float = 1.0,
         aggregation_method: str = "sum",
         zero_mean_features: bool = False,
+        context_nf: int = 0,
     ):
         super().__init__()
         if num_features < 1:
             raise ValueError(f"EGNNDynamics needs at least one atom feature column, got num_features={num_features}")
-        self.num_features = num_features
+        self.num_features, self.context_nf = num_features, int(context_nf)
         self.zero_mean_features = zero_mean_features
         self.egnn = EGNN(
-            in_node_nf=num_features + 1,
-            out_node_nf=num_features + 1,
+            in_node_nf=num_features + 1 + self.context_nf,
+            out_node_nf=num_features + 1 + self.context_nf,
             hidden_nf=hidden_nf,
             n_layers=n_layers,
             inv_sublayers=inv_sublayers,
@@ -77,12 +80,18 @@ class EGNNDynamics(nn.Module):
         self.egnn.compile(*args, **kwargs)
 
     def forward(
-        self, pos: torch.Tensor, h: torch.Tensor, t: torch.Tensor, batch: torch.Tensor
+        self,
+        pos: torch.Tensor,
+        h: torch.Tensor,
+        t: torch.Tensor,
+        batch: torch.Tensor,
+        context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted noise for coordinates [N, 3] and features [N, F].
 
         `t` is the normalised time t/T per molecule, shape [B] (B = number of molecules; a 0-d tensor
-        is broadcast to every atom and then B is taken from `batch`).
+        is broadcast to every atom and then B is taken from `batch`). `context` [B, context_nf]: the molecules'
+        normalised properties, required exactly when the network is conditional.
         """
         if h.shape[1] != self.num_features:
             raise ValueError(f"EGNNDynamics was built for {self.num_features} feature columns, h has {h.shape[1]}")
@@ -91,7 +100,7 @@ class EGNNDynamics(nn.Module):
         else:
             num_graphs, time_per_atom = t.shape[0], t[batch]
         edge_index = fully_connected_edges(batch, num_graphs)
-        h_in = torch.cat([h, time_per_atom.to(h.dtype).unsqueeze(1)], dim=1)
+        h_in = torch.cat([h, time_per_atom.to(h.dtype).unsqueeze(1), *atom_context(context, batch, self.context_nf)], 1)
         h_out, pos_out = self.egnn(h_in, pos, edge_index)
         eps_pos, eps_h = pos_out - pos, h_out[:, : self.num_features]
         if not self.training:  # sampling and validation: a non-finite output is an error, never a silent zero
@@ -101,6 +110,17 @@ class EGNNDynamics(nn.Module):
         if self.zero_mean_features:
             eps_h = remove_mean(eps_h, batch, num_graphs)
         return eps_pos, eps_h
+
+
+def atom_context(context: torch.Tensor | None, batch: torch.Tensor, context_nf: int) -> list[torch.Tensor]:
+    """Each atom's copy of its molecule's context [N, context_nf], as a list to concatenate (empty when the network
+    is unconditional); ValueError when the context is missing, unexpected or of the wrong width."""
+    if context is None and not context_nf:
+        return []
+    if context is None or context.dim() != 2 or context.shape[1] != context_nf:
+        got = "none" if context is None else f"shape {tuple(context.shape)}"
+        raise ValueError(f"the network was built for a context of {context_nf} columns per molecule, got {got}")
+    return [context[batch]]
 
 
 class NonFiniteOutputError(RuntimeError):
