@@ -1,6 +1,9 @@
 """Evaluate molecules written by any program (SDF, multi-molecule XYZ, folder of XYZ) with gaga's metrics.
 
 python -m gaga.evaluate PATH --data qm9|drugs [--out metrics.json] [--data-dir data] [--train-smiles FILE] [--plots]
+
+Property-conditional generation (EDM's MAE table, a generator and a property predictor checkpoint) has its own
+command: python -m gaga.evaluate_conditional.
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ from gaga.config import DATA_DIR
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m gaga.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m gaga.evaluate",
+        description=__doc__.splitlines()[0],
+        epilog="property-conditional generation (EDM's MAE table): python -m gaga.evaluate_conditional --help",
+    )
     parser.add_argument("path", type=Path, help="an .sdf file, an .xyz file (one or many records) or a folder of .xyz")
     parser.add_argument("--data", choices=["qm9", "drugs"], required=True, help="which dataset's rules and references")
     parser.add_argument("--out", type=Path, default=Path("metrics.json"), help="where to write the metrics as JSON")

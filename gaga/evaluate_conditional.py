@@ -191,11 +191,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def require_file(path: Path, option: str, training: str) -> None:
+    """FileNotFoundError naming the option when `path` is not a file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; pass {option} the .ckpt that train.py {training} wrote")
+
+
 def load_predictor(path: Path, device: str):
     """The property predictor of a checkpoint; ValueError (CheckpointError) saying why not."""
     from gaga.models.checkpoints import CheckpointError, load_model
     from gaga.models.property_predictor import PropertyPredictor
 
+    require_file(path, "--predictor", "experiment=property_predictor_qm9")
     model = load_model(path, device)
     if not isinstance(model, PropertyPredictor):
         raise CheckpointError(
@@ -210,6 +217,7 @@ def load_conditional_generator(path: Path, device: str, name: str, predictor_dat
     ValueError (CheckpointError) saying why not."""
     from gaga.models.checkpoints import CheckpointError, load_generator
 
+    require_file(path, "--generator", f"a conditional experiment such as edm_cond_qm9 data.conditioning=[{name}]")
     model = load_generator(path, device)
     conditioning = model.hparams.dataset.get("conditioning")
     if not conditioning:

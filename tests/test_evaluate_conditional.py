@@ -137,7 +137,8 @@ def checkpoints(tmp_path_factory):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--predictor", "missing.ckpt"], r"missing.ckpt: no such checkpoint file"),
+        (["--predictor", "missing.ckpt"], r"missing.ckpt: no such file; pass --predictor the .ckpt that train.py"),
+        (["--predictor", "{predictor}", "--generator", "gone.ckpt"], r"gone.ckpt: no such file; pass --generator"),
         (["--predictor", "{edm}"], r"edm.ckpt: not a property predictor \(its model is 'edm'\); pass --predictor"),
         (["--predictor", "{predictor}", "--generator", "{edm}"], r"edm.ckpt: not a conditional generator"),
         (
@@ -149,7 +150,14 @@ def checkpoints(tmp_path_factory):
             r"conditioned on \['mu'\], the predictor predicts alpha",
         ),
     ],
-    ids=["missing", "generator-as-predictor", "unconditional", "predictor-as-generator", "other-property"],
+    ids=[
+        "missing",
+        "missing-generator",
+        "generator-as-predictor",
+        "unconditional",
+        "predictor-as-generator",
+        "other-property",
+    ],
 )
 def test_bad_files_stop_with_one_line(checkpoints, arguments, message, capsys):
     paths = {name: str(checkpoints / f"{name}.ckpt") for name in ("edm", "predictor", "edm_mu")}
