@@ -162,7 +162,9 @@ def test_cosine_learning_rate_over_the_epochs(first_half):
 
     model = tiny_predictor(first_half, lr_schedule="cosine")
     recorder = EpochRates()
-    trainer = quiet_trainer(max_epochs=4, limit_train_batches=1, limit_val_batches=0, callbacks=[recorder])
+    trainer = quiet_trainer(
+        max_epochs=4, limit_train_batches=1, limit_val_batches=0, callbacks=[recorder], enable_checkpointing=False
+    )
     trainer.fit(model, datamodule=first_half)
     # 1e-3 x (1 + cos(pi e / 4)) / 2 for e = 0..3
     assert recorder.rates == pytest.approx([1e-3, 8.5355339e-4, 5e-4, 1.4644661e-4], rel=1e-6)
