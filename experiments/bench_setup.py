@@ -63,9 +63,7 @@ def backbone_config(backbone: str, hidden: int, layers: int) -> dict:
 
 def qm9_model(datamodule: MoleculeDataModule, backbone: str, hidden: int, layers: int, device) -> DiffusionBackbone:
     """An (untrained) backbone of the given size with QM9's atom types and p(N), on `device`."""
-    stats = datamodule.statistics
-    dataset = stats.model_description()
-    return build(backbone_config(backbone, hidden, layers), dataset=dataset).to(device)
+    return build(backbone_config(backbone, hidden, layers), dataset=datamodule.model_description()).to(device)
 
 
 def describe(model: DiffusionBackbone, device: torch.device) -> str:

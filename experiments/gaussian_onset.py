@@ -108,8 +108,7 @@ def geoldm_blocks(data_dir: Path, molecules: int):
     from gaga.models.build import build
 
     datamodule = MoleculeDataModule(QM9(data_dir), eval_batch_size=512, subset={"train": molecules})
-    stats = datamodule.statistics
-    dataset = stats.model_description()
+    dataset = datamodule.model_description()
     torch.manual_seed(42)
     model = build(backbone_config("geoldm", 256, layers=1), dataset=dataset, zero_mean_features=True).eval()
     with torch.no_grad():

@@ -38,8 +38,7 @@ def main() -> None:
 
     subset = {"train": args.molecules} if args.molecules < 100_000 else {}
     datamodule = MoleculeDataModule(QM9(DATA_DIR), eval_batch_size=512, subset=subset)
-    stats = datamodule.statistics
-    dataset = stats.model_description()
+    dataset = datamodule.model_description()
     settings = GaussianitySettings(mode=args.mode)
     print(
         f"{len(datamodule.splits['train'])} training molecules; evaluator (zero_com_blocks: each model's "

@@ -57,14 +57,10 @@ def _instantiate_all(group: DictConfig | None) -> list:
 
 def build_model(cfg: DictConfig, datamodule):
     """The LightningModule of `cfg.backbone`, told the data's atom types and p(N) (and, for a conditional model, its
-    properties: `MoleculeDataModule.conditioning_description`)."""
+    properties): `MoleculeDataModule.model_description`."""
     from gaga.models.build import build
 
-    dataset = datamodule.statistics.model_description()
-    conditioning = datamodule.conditioning_description()
-    if conditioning is not None:
-        dataset["conditioning"] = conditioning
-    return build(OmegaConf.to_container(cfg.backbone, resolve=True), dataset=dataset)
+    return build(OmegaConf.to_container(cfg.backbone, resolve=True), dataset=datamodule.model_description())
 
 
 def run_training(cfg: DictConfig) -> dict:

@@ -68,9 +68,7 @@ def tiny_setup(
         conditioning=conditioning,
         half="second" if conditioning else None,
     )
-    dataset = datamodule.statistics.model_description()
-    if conditioning:
-        dataset["conditioning"] = datamodule.conditioning_description()
+    dataset = datamodule.model_description()
     config = {
         "net": TINY_NET,
         "schedule": SCHEDULE,
@@ -89,7 +87,7 @@ def tiny_predictor(datamodule: MoleculeDataModule, hidden_nf: int = 16, n_layers
     import torch
 
     torch.manual_seed(seed)
-    dataset = {**datamodule.statistics.model_description(), "conditioning": datamodule.conditioning_description()}
+    dataset = datamodule.model_description()
     net = {"_target_": "gaga.nn.property_egnn.PropertyEGNN", "hidden_nf": hidden_nf, "n_layers": n_layers}
     return build(
         {

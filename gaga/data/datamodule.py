@@ -302,6 +302,15 @@ class MoleculeDataModule(pl.LightningDataModule):
         self.setup()
         return np.stack([self.splits[split].properties[name] for name in self.conditioning], axis=1)
 
+    def model_description(self) -> dict:
+        """What a model is told about its data (its `dataset` argument, stored in checkpoints): the training split's
+        name, atom symbols and p(N) (DatasetStatistics.model_description) and, when the batches carry properties,
+        their `conditioning_description` under "conditioning"."""
+        description = self.statistics.model_description()
+        if self.conditioning:
+            description["conditioning"] = self.conditioning_description()
+        return description
+
     def conditioning_description(self) -> dict | None:
         """What a conditional model is told about its properties (stored in its checkpoint), None without
         conditioning: names and units; EDM's normalisation, the mean and MAD of the validation split when training
