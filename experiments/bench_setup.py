@@ -1,8 +1,9 @@
 """Shared by the benchmarks and experiments: command-line options for the backbone and network size, the model on
 QM9's statistics, QM9's training blocks, and CSV output.
 
-Scripts in experiments/ import it directly (`python experiments/bench_*.py` puts this folder on the path). Plain
-dicts, not Hydra, so the benchmarks run where Hydra is not installed (the GPU machine).
+Scripts in experiments/ import it directly (`python experiments/bench_*.py` puts this folder on the path). Backbone
+settings come from conf/ (gaga.config.backbone_config: Hydra's compose, pure Python, in the wheels the GPU machine
+installs).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import csv
 import numpy as np
 import torch
 
+from gaga import config as gaga_config
 from gaga.config import DATA_DIR
 from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.elements import QM9_ATOMS
@@ -45,20 +47,10 @@ def qm9_datamodule(batch_size: int = 64) -> MoleculeDataModule:
 
 
 def backbone_config(backbone: str, hidden: int, layers: int) -> dict:
-    """conf/backbone/<backbone>.yaml's published QM9 settings at the given size (GeoLDM: 1-block encoder)."""
-    config = {
-        "_target_": "gaga.models.edm.EDM",
-        "net": {"_target_": "gaga.nn.EGNNDynamics", "hidden_nf": hidden, "n_layers": layers},
-        "schedule": {"_target_": "gaga.diffusion.schedules.NoiseSchedule"},
-    }
-    if backbone == "geoldm":
-        config["_target_"] = "gaga.models.geoldm.GeoLDM"
-        config["encoder"] = {"_target_": "gaga.nn.EquivariantEncoder", "hidden_nf": hidden, "n_layers": 1}
-        config["decoder"] = {"_target_": "gaga.nn.EquivariantDecoder", "hidden_nf": hidden, "n_layers": layers}
-    elif backbone == "flow_matching":
-        config["_target_"] = "gaga.models.flow_matching.FlowMatching"
-        config["schedule"] = {"_target_": "gaga.diffusion.flow_path.LinearPath"}
-    return config
+    """conf/backbone/<backbone>.yaml's published QM9 settings (without GAGA) at the given size."""
+    return gaga_config.backbone_config(
+        backbone, [f"backbone.net.hidden_nf={hidden}", f"backbone.net.n_layers={layers}"]
+    )
 
 
 def qm9_model(datamodule: MoleculeDataModule, backbone: str, hidden: int, layers: int, device) -> DiffusionBackbone:

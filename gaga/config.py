@@ -8,7 +8,10 @@ train.py, gaga-train, tests or notebooks.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -63,3 +66,16 @@ def compose(
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def backbone_config(backbone: str, overrides: Sequence[str] = ()) -> dict:
+    """conf/backbone/<backbone>.yaml as train.py composes it without GAGA (`gaga=off`), with `overrides` (e.g.
+    `backbone.net.hidden_nf=16`, `schedule.timesteps=100`), resolved to the plain `_target_` dict that
+    gaga.models.build takes: the one source of backbone settings for tests and benchmarks."""
+    return copy.deepcopy(_composed_backbone(backbone, tuple(overrides)))
+
+
+@functools.lru_cache(maxsize=32)
+def _composed_backbone(backbone: str, overrides: tuple[str, ...]) -> dict:
+    cfg = compose("train", [f"backbone={backbone}", "gaga=off", *overrides])
+    return OmegaConf.to_container(cfg.backbone, resolve=True)

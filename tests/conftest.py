@@ -14,6 +14,7 @@ os.environ.setdefault(
 import numpy as np
 import pytest
 
+from gaga.config import backbone_config
 from gaga.data.datamodule import MoleculeDataModule
 from gaga.data.elements import QM9_ATOMS
 from gaga.data.molecules import MoleculeSet
@@ -25,20 +26,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ["GAGA_DATA_DIR"])
 EDM_ALPHA_BAR = NoiseSchedule("polynomial_2", 1000, 1e-5).alpha_bar()  # EDM's QM9 schedule, alpha^2 for t = 0..T
 
-TINY_NET = {"_target_": "gaga.nn.EGNNDynamics", "hidden_nf": 16, "n_layers": 1}
-SCHEDULE = {"_target_": "gaga.diffusion.schedules.NoiseSchedule", "timesteps": 100}
-TINY_BACKBONES = {
-    "edm": {"_target_": "gaga.models.edm.EDM"},
-    "geoldm": {
-        "_target_": "gaga.models.geoldm.GeoLDM",
-        "encoder": {"_target_": "gaga.nn.EquivariantEncoder", "hidden_nf": 16, "n_layers": 1},
-        "decoder": {"_target_": "gaga.nn.EquivariantDecoder", "hidden_nf": 16, "n_layers": 1},
-    },
-    "flow_matching": {
-        "_target_": "gaga.models.flow_matching.FlowMatching",
-        "schedule": {"_target_": "gaga.diffusion.flow_path.LinearPath", "timesteps": 100},
-        "nll_steps": 4,
-    },
+# the tests' backbones: conf/backbone/<name>.yaml (gaga.config.backbone_config) with 16 x 1 networks and T = 100
+TINY = ["backbone.net.hidden_nf=16", "backbone.net.n_layers=1", "seed=0"]
+TINY_STEPS = {
+    "edm": ["schedule.timesteps=100"],
+    "geoldm": ["schedule.timesteps=100"],
+    "flow_matching": ["backbone.schedule.timesteps=100"],
 }
 
 
@@ -68,17 +61,10 @@ def tiny_setup(
         conditioning=conditioning,
         half="second" if conditioning else None,
     )
-    dataset = datamodule.model_description()
-    config = {
-        "net": TINY_NET,
-        "schedule": SCHEDULE,
-        "dataset": dataset,
-        "ema_decay": 0.9,
-        "optimizer": {"lr": 1e-3},
-        **TINY_BACKBONES[backbone],
-        **model_options,
-    }
-    return datamodule, build(config)
+    config = backbone_config(
+        backbone, [*TINY, *TINY_STEPS[backbone], "backbone.ema_decay=0.9", "backbone.optimizer.lr=1e-3"]
+    )
+    return datamodule, build({**config, "dataset": datamodule.model_description(), **model_options})
 
 
 def tiny_predictor(datamodule: MoleculeDataModule, hidden_nf: int = 16, n_layers: int = 2, seed: int = 0, **settings):

@@ -146,7 +146,8 @@ def test_flow_path_start_has_the_paths_mean_and_variance(kept_blocks):
     """On the flow path z_t = (1 - t) x + t eps, column j has mean (1 - t) m_j and variance (1 - t)^2 v_j + t^2:
     what the flow-matching model's start Gaussian must be at T*."""
     blocks, _, estimate, start = kept_blocks
-    _, model = tiny_setup("flow_matching")
+    linear = {"_target_": "gaga.diffusion.flow_path.FlowPath", "timesteps": 100, "kind": "linear", "sigma_min": 0.0}
+    _, model = tiny_setup("flow_matching", schedule=linear)
     kept = {"t_star": 60, "v_hat": {"pos": 2.0, "h": start[FEATURES]}, "mean": {"h": estimate.mean[FEATURES]}}
     model.set_truncation(kept)
     t = 0.6

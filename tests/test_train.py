@@ -172,9 +172,8 @@ def test_a_misspelt_backbone_setting_is_refused_with_the_valid_names():
 def test_the_denoiser_centres_features_exactly_when_its_backbone_does(backbone, centred):
     """One setting: the backbone's zero_mean_features; a stale `net.zero_mean_features` (older checkpoints) is not
     read."""
-    from tests.conftest import TINY_NET
-
-    stale = {**TINY_NET, "zero_mean_features": not centred}
+    _, model = tiny_setup(backbone)
+    stale = {**model.hparams.net, "zero_mean_features": not centred}
     _, model = tiny_setup(backbone, zero_mean_features=centred, net=stale)
     for network in (model.net, model.ema_net):
         assert network.zero_mean_features is centred
