@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gaga.diffusion.flow_path import FEATURES, POSITIONS
-from gaga.diffusion.forward import remove_mean, sample_noise
+from gaga.diffusion.forward import project_state, remove_mean, sample_noise, state_dimensions
 from gaga.diffusion.losses import Denoiser, per_molecule_sum
 
 LOSS_NORMALISATIONS = ("padded", "atom_mean")
@@ -247,9 +247,7 @@ def ode_nll(
     width = pos.shape[1]
 
     def project(state):
-        pos_t, h_t = state[:, :width], state[:, width:]
-        pos_t = remove_mean(pos_t, batch, num_graphs)
-        return pos_t, remove_mean(h_t, batch, num_graphs) if zero_mean_features else h_t
+        return project_state(state[:, :width], state[:, width:], batch, num_graphs, zero_mean_features)
 
     def field(t, carried):
         state = carried[0]
@@ -273,9 +271,10 @@ def ode_nll(
     divergence_integral = divergences[-1]
     num_atoms = torch.bincount(batch, minlength=num_graphs)
     log_prior = torch.zeros_like(divergence_integral)
-    blocks = [(pos, prior_variance[0], (num_atoms - 1) * pos.shape[1])]
+    pos_dims, h_dims = state_dimensions(num_atoms, pos.shape[1], h.shape[1], zero_mean_features)
+    blocks = [(pos, prior_variance[0], pos_dims)]
     if prior_feature_mean is None:
-        blocks.append((h, prior_variance[1], (num_atoms - int(zero_mean_features)) * h.shape[1]))
+        blocks.append((h, prior_variance[1], h_dims))
     else:
         variance_h = torch.as_tensor(prior_variance[1], dtype=h.dtype, device=h.device).expand(h.shape[1])
         log_density = -0.5 * (h - prior_feature_mean) ** 2 / variance_h - 0.5 * torch.log(2 * math.pi * variance_h)

@@ -21,6 +21,23 @@ def remove_mean(x: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = N
     return x - mean[batch]
 
 
+def project_state(
+    pos: torch.Tensor, h: torch.Tensor, batch: torch.Tensor, num_graphs: int | None, zero_mean_features: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A state (pos, h) projected onto the space the model lives in: coordinates at zero centre of mass, features
+    zero-meaned per molecule too with `zero_mean_features`."""
+    pos = remove_mean(pos, batch, num_graphs)
+    return pos, remove_mean(h, batch, num_graphs) if zero_mean_features else h
+
+
+def state_dimensions(
+    num_atoms: torch.Tensor, pos_width: int, h_width: int, zero_mean_features: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Degrees of freedom per molecule of (coordinates, features): (N - 1) x width for a block projected to zero
+    mean, N x width otherwise."""
+    return (num_atoms - 1) * pos_width, (num_atoms - int(zero_mean_features)) * h_width
+
+
 def sample_zero_com_noise(
     like: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = None, generator: torch.Generator | None = None
 ) -> torch.Tensor:

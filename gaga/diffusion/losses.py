@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 from torch_geometric.utils import degree, scatter
 
-from gaga.diffusion.forward import Normalizer, diffuse, remove_mean
+from gaga.diffusion.forward import Normalizer, diffuse, remove_mean, state_dimensions
 from gaga.diffusion.schedules import NoiseSchedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -261,8 +261,7 @@ def nll_estimate(
     elif t.shape != (num_graphs,) or not bool(((t >= 1) & (t <= t_max)).all()):
         raise ValueError(f"nll_estimate: t must hold one step in 1..{t_max} per molecule ({num_graphs} molecules)")
     num_atoms = atoms_per_molecule(batch, num_graphs)
-    pos_dims = (num_atoms - 1) * pos.shape[1]
-    h_dims = (num_atoms - int(zero_mean_features)) * h.shape[1]
+    pos_dims, h_dims = state_dimensions(num_atoms, pos.shape[1], h.shape[1], zero_mean_features)
 
     pos_t, h_t, eps_pos, eps_h = diffuse(pos, h, t, schedule, batch, zero_mean_features, generator)
     pred_pos, pred_h = denoiser(pos_t, h_t, t.float() / schedule.timesteps, batch)

@@ -13,7 +13,7 @@ from functools import partial
 import torch
 from torch.nn import functional as F
 
-from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise, sample_zero_com_noise
+from gaga.diffusion.forward import Normalizer, project_state, remove_mean, sample_noise, sample_zero_com_noise
 from gaga.diffusion.losses import Denoiser
 from gaga.diffusion.schedules import NoiseSchedule
 
@@ -54,8 +54,7 @@ class _Chain:
         return sample_noise(pos, h, self.batch, self.num_graphs, self.zero_mean_features, self.generator)
 
     def project(self, pos, h):
-        pos = remove_mean(pos, self.batch, self.num_graphs)
-        return pos, remove_mean(h, self.batch, self.num_graphs) if self.zero_mean_features else h
+        return project_state(pos, h, self.batch, self.num_graphs, self.zero_mean_features)
 
     def coefficients(self, t: int):
         """(gamma, alpha, sigma) at integer step t as 0-d tensors."""

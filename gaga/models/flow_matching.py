@@ -23,7 +23,7 @@ from gaga.diffusion.flow_matching import (
     velocity_loss,
 )
 from gaga.diffusion.flow_path import FlowPath, LinearPath
-from gaga.diffusion.forward import remove_mean, sample_noise
+from gaga.diffusion.forward import project_state, remove_mean, sample_noise
 from gaga.diffusion.samplers import FinalState, OneHotDecoder, SamplerOutput
 from gaga.models.base import DiffusionBackbone
 from gaga.models.build import build
@@ -195,7 +195,7 @@ class FlowMatching(DiffusionBackbone):
         zero_mean = bool(self.hparams.zero_mean_features)
 
         def project(pos_t, h_t):
-            return remove_mean(pos_t, batch, num_graphs), remove_mean(h_t, batch, num_graphs) if zero_mean else h_t
+            return project_state(pos_t, h_t, batch, num_graphs, zero_mean)
 
         velocity = self.field(context, use_ema)
         pos, h = project(pos, h)
