@@ -182,7 +182,13 @@ def truncation_of(checkpoint: Path) -> dict:
 
 
 def validation_curves(args) -> list[dict]:
+    """Validation NLL by arm and step: the points kept in --out/val_nll.csv (earlier machines' runs) and those in
+    this machine's run logs."""
     points = set()
+    kept = args.out / "val_nll.csv"
+    if kept.is_file():
+        with kept.open() as handle:
+            points.update((r["arm"], int(r["step"]), float(r["val_nll"])) for r in csv.DictReader(handle))
     for arm in TRAINING_ARMS:
         for path in sorted((arm_dir(args, arm) / "csv").glob("version_*/metrics.csv")):
             with path.open() as handle:
