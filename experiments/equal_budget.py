@@ -109,7 +109,7 @@ def sample_row(label: str, checkpoint: Path, args, sampler: str = "ancestral", s
         model.set_truncation(truncation)
     generated = generate(model, args.samples, args.batch_size, sampler, stride, "auto", seed=0)
     metrics = evaluate_molecules(generated.molecules, "qm9", strain_molecules=0, progress=False)
-    gaga = model.hparams.get("gaga") or {}
+    gaga = model.truncation.record() or {}
     row = {
         "model": label,
         "sampler": f"{sampler}" + (f" stride {stride}" if stride > 1 else ""),
@@ -136,9 +136,9 @@ def start_gaussian_rows(checkpoint: Path, args) -> list[dict]:
 
     from gaga.gaussianity import FEATURES, POSITIONS
     from gaga.gaussianity.choice import choose_variance
-    from gaga.models.checkpoints import read_checkpoint
+    from gaga.models.checkpoints import read_checkpoint, truncation_record
 
-    t_star = read_checkpoint(checkpoint)["hyper_parameters"]["gaga"]["t_star"]
+    t_star = truncation_record(read_checkpoint(checkpoint))["t_star"]
     blocks, offsets, _, _ = qm9_training_blocks(REPO_ROOT / "data")
     rows = []
     for choice in ("paper", "reference"):
@@ -211,9 +211,9 @@ def extra_rows(checkpoints: dict[str, Path], args) -> list[dict]:
     """The control from GAGA's start, DDIM stride 2, and the GAGA model from each variance choice's start."""
     rows = []
     if "control" in checkpoints and "gaga_auto" in checkpoints:
-        from gaga.models.checkpoints import read_checkpoint
+        from gaga.models.checkpoints import read_checkpoint, truncation_record
 
-        found = read_checkpoint(checkpoints["gaga_auto"])["hyper_parameters"]["gaga"]
+        found = truncation_record(read_checkpoint(checkpoints["gaga_auto"]))
         rows.append(sample_row(f"control from T*={found['t_star']}", checkpoints["control"], args, truncation=found))
     for name in ("edm", "gaga_auto"):
         if name in checkpoints:

@@ -176,9 +176,9 @@ def sample_row(args, arm: str, milestone: int, checkpoint: Path, truncation: dic
 
 
 def truncation_of(checkpoint: Path) -> dict:
-    from gaga.models.checkpoints import read_checkpoint
+    from gaga.models.checkpoints import read_checkpoint, truncation_record
 
-    return read_checkpoint(checkpoint)["hyper_parameters"]["gaga"]
+    return truncation_record(read_checkpoint(checkpoint))
 
 
 def validation_curves(args) -> list[dict]:

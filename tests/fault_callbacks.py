@@ -66,7 +66,7 @@ class Faults(pl.Callback):
             if trainer.global_step
             else {}
         )
-        self._record(start=trainer.global_step, gaga=pl_module.hparams.get("gaga"), **state)
+        self._record(start=trainer.global_step, gaga=pl_module.truncation.record(), **state)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._record(step=trainer.global_step, loss=float(outputs["loss"]))

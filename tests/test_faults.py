@@ -20,7 +20,7 @@ def checkpoint_state(path) -> dict:
     ema = [value for key, value in checkpoint["state_dict"].items() if key.startswith("ema_net.")]
     return {
         "step": checkpoint["global_step"],
-        "gaga": checkpoint["hyper_parameters"]["gaga"],
+        "gaga": checkpoint["truncation"],
         **state_fingerprint(ema, checkpoint["optimizer_states"][0]),
     }
 

@@ -376,10 +376,10 @@ def test_callback_finds_t_star_on_the_path_and_caches_it_under_the_backbone(tmp_
             max_epochs=1, limit_train_batches=1, limit_val_batches=1, callbacks=[callback], default_root_dir=tmp_path
         )
         trainer.fit(model, datamodule=datamodule)
-        assert model.truncation.start_step == model.hparams.gaga["t_star"] == callback.result.truncation_step(100)
+        assert model.truncation.start_step == callback.result.truncation_step(100)
         metric = "val/loss" if backbone == "flow_matching" else "val/nll"  # flow matching: the velocity loss
         assert np.isfinite(float(trainer.callback_metrics[metric]))
-        found[backbone] = model.hparams.gaga["t_star"]
+        found[backbone] = model.truncation.start_step
     assert len(list(tmp_path.glob("tstar_*.json"))) == 2  # one cache entry per backbone (paths differ)
 
 

@@ -164,14 +164,15 @@ def test_kept_trains_resumes_and_samples_through_the_cli(tmp_path):
     first = run_training(compose("train", overrides, output_dir=str(tmp_path / "a")))
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     stored = torch.load(last, weights_only=True)["hyper_parameters"]
-    assert stored["zero_mean_features"] is False and len(stored["gaga"]["mean"]["h"]) == QM9_ATOMS.num_types
+    truncation = torch.load(last, weights_only=True)["truncation"]
+    assert stored["zero_mean_features"] is False and len(truncation["mean"]["h"]) == QM9_ATOMS.num_types
     resumed_overrides = [*overrides, "trainer.max_epochs=2", f"ckpt_path={last}"]
     run_training(compose("train", resumed_overrides, output_dir=str(tmp_path / "b")))
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert resumed["global_step"] == 4 and resumed["hyper_parameters"]["gaga"] == stored["gaga"]
+    assert resumed["global_step"] == 4 and resumed["truncation"] == truncation
     assert first["metrics"]["train/loss"] > 0
     model = load_model(last)
-    t_star = stored["gaga"]["t_star"]
+    t_star = truncation["t_star"]
     assert model.start_feature_mean(t_star) is not None
     sample = compose("sample", [f"ckpt={last}", "n_samples=3", "batch_size=3", "evaluate=false"], str(tmp_path / "s"))
     run_sampling(sample)

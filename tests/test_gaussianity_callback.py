@@ -31,13 +31,13 @@ def test_auto_finds_caches_and_checkpoints_t_star(tmp_path, caplog):
     trainer, model = fit_with(callback, tmp_path)
     t_star = callback.result.truncation_step(100)
     assert 0 < t_star < 100 and model.truncation.start_step == t_star
-    assert model.hparams.gaga["t_star"] == t_star
-    assert model.hparams.gaga["v_hat"]["pos"] == pytest.approx(2.0, rel=0.1)  # unbiased variance / 0.96 noise
+    assert model.truncation.record()["t_star"] == t_star
+    assert model.truncation.record()["v_hat"]["pos"] == pytest.approx(2.0, rel=0.1)  # unbiased variance / 0.96 noise
     assert callback.result.settings["zero_com_blocks"] == list(model.zero_mean_blocks) == [POSITIONS, FEATURES]
     assert {p.name for p in (tmp_path / "curves").iterdir()} == {"tstar.json", "tstar_curves.csv", "tstar.png"}
     assert TStarResult.load(tmp_path / "curves").t_star == callback.result.t_star
     trainer.save_checkpoint(tmp_path / "m.ckpt")
-    assert torch.load(tmp_path / "m.ckpt", weights_only=True)["hyper_parameters"]["gaga"]["t_star"] == t_star
+    assert torch.load(tmp_path / "m.ckpt", weights_only=True)["truncation"]["t_star"] == t_star
 
     caplog.set_level(logging.INFO)
     again = GaussianityCallback("auto", cache_dir=tmp_path / "cache", **SETTINGS)
@@ -63,7 +63,8 @@ def test_fixed_t_star_and_off(tmp_path):
         1 - float(model.schedule.alpha2(torch.tensor(40))) * (1 - model.truncation.v_hat_pos)
     )
     _, plain = fit_with(GaussianityCallback("off"), tmp_path, zero_mean_features=False)
-    assert plain.truncation.start_step == 100 and plain.hparams.gaga is None and plain.start_variance(100) == (1.0, 1.0)
+    assert plain.truncation.start_step == 100 and plain.truncation.record() is None
+    assert plain.start_variance(100) == (1.0, 1.0)
 
 
 def test_bad_settings_are_explained(tmp_path):

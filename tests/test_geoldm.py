@@ -122,7 +122,7 @@ def cache_entries(folder) -> list[str]:
 
 def test_callback_finds_t_star_on_latents_and_caches_it_under_the_backbone(tmp_path):
     callback, model = _fit_with_gaga("geoldm", tmp_path)
-    t_star = model.hparams.gaga["t_star"]
+    t_star = model.truncation.start_step
     blocks, offsets = model.gaussianity_data(model.trainer.datamodule.ordered_loader("train"), progress=False)
     assert blocks["features"].shape[1] == model.hparams.latent_nf
     # T* is the evaluator's on the latents, not on the atoms (whose features are one-hot / 4)
@@ -135,7 +135,7 @@ def test_callback_finds_t_star_on_latents_and_caches_it_under_the_backbone(tmp_p
     molecules = np.split(blocks["features"], offsets[1:-1])
     variance = np.mean([np.var(m.ravel(), ddof=1) for m in molecules])
     noise = np.mean([m.shape[1] * (n - 1) / (m.size - 1) for m, n in zip(molecules, sizes, strict=True)])
-    assert model.hparams.gaga["v_hat"]["h"] == pytest.approx(variance / noise, rel=1e-9)
+    assert model.truncation.record()["v_hat"]["h"] == pytest.approx(variance / noise, rel=1e-9)
     assert len(cache_entries(tmp_path / "cache")) == 1
     _fit_with_gaga("geoldm", tmp_path, seed=1)  # another encoder: other latents, another cache entry
     _fit_with_gaga("edm", tmp_path)
@@ -158,7 +158,7 @@ def test_two_stage_option_trains_the_encoder_then_freezes_it_and_finds_t_star_on
         def on_train_epoch_end(self, trainer, pl_module):  # runs before the module's own epoch-end hook
             seen[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.encoder.state_dict().items()}
             seen[f"ema{trainer.current_epoch}"] = {k: v.clone() for k, v in pl_module.ema_encoder.state_dict().items()}
-            seen[f"gaga{trainer.current_epoch}"] = pl_module.hparams.gaga
+            seen[f"gaga{trainer.current_epoch}"] = pl_module.truncation.record()
             seen[f"loss{trainer.current_epoch}"] = set(trainer.callback_metrics)
 
     gaussianity = GaussianityCallback(

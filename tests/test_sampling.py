@@ -77,6 +77,24 @@ def test_gaga_model_starts_at_t_star(checkpoint):
     assert ablation.start == 100 and ablation.num_evaluations == 100 // 4 + _final_call(checkpoint[0])
 
 
+def test_the_truncation_is_its_own_checkpoint_entry_and_older_checkpoints_keep_theirs(checkpoint, tmp_path):
+    """New checkpoints store GAGA's truncation as `truncation`; one written before that entry existed holds it as the
+    `gaga` hyperparameter and loads with the same T* and start Gaussian; a malformed entry is refused in one line."""
+    stored = torch.load(checkpoint[0], weights_only=True)
+    record = {"t_star": 40, "v_hat": {"pos": 1.9, "h": 0.01}}
+    assert "truncation" in stored and not stored["hyper_parameters"].get("gaga")
+    older = {key: value for key, value in stored.items() if key != "truncation"}
+    older["hyper_parameters"] = {**stored["hyper_parameters"], "gaga": record}
+    torch.save(older, tmp_path / "older.ckpt")
+    model = load_model(tmp_path / "older.ckpt")
+    assert model.truncation.record() == record and model.truncation.start_step == 40
+    torch.save({**stored, "truncation": record}, tmp_path / "newer.ckpt")
+    assert load_model(tmp_path / "newer.ckpt").truncation.record() == record
+    torch.save({**stored, "truncation": {"t_star": "soon"}}, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match="bad.ckpt: its truncation entry is not a GAGA truncation record"):
+        load_model(tmp_path / "bad.ckpt")
+
+
 def test_checkpoint_errors(checkpoint, tmp_path):
     path, _ = checkpoint
     with pytest.raises(CheckpointError, match="no such checkpoint"):

@@ -113,7 +113,7 @@ class GaussianityCallback(pl.Callback):
         and the curves (`_send_curves`)."""
         from pytorch_lightning.loggers import WandbLogger
 
-        gaga = pl_module.hparams.get("gaga")
+        gaga = pl_module.truncation.record()
         if not gaga or not trainer.is_global_zero:
             return
         metrics = {"gaga/t_star": float(gaga["t_star"])}

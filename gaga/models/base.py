@@ -44,7 +44,7 @@ from gaga.gaussianity import (
     sample_reference_gaussian,
 )
 from gaga.models.build import build
-from gaga.models.checkpoints import add_entries
+from gaga.models.checkpoints import add_entries, truncation_record
 from gaga.models.ema import add_averages, update_averages
 from gaga.models.gradient_guard import GradientGuard
 from gaga.models.step_log import StepLog
@@ -66,7 +66,9 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 1e-4, "weight_decay"
 #   adaptive_clipping: EDM's gradient clipping at 1.5 x mean + 2 x std of the last 50 gradient norms;
 #   max_consecutive_nonfinite: stop after this many skipped steps in a row;
 #   zero_mean_features: zero-mean the diffused features (data and noise) per molecule, as GAGA needs;
-#   gaga: `{t_star, v_hat: {pos, h}}` when trained with truncation (set by the GaussianityCallback);
+#   gaga: a truncation record `{t_star, v_hat: {pos, h}}` to start from (checkpoints written before the truncation
+#     had its own entry hold it here; the GaussianityCallback sets the model's truncation, which checkpoints store
+#     as `truncation`);
 #   seed: seed of the training and validation noise (each step's noise depends only on seed, rank and step);
 #   backbone: the backbone's name (checkpoints, sample.py's expect_backbone= check); the class's own by default;
 #   compile: torch.compile the denoiser and its EMA copy for training and evaluation runs (`compile_denoiser`).
@@ -282,7 +284,6 @@ class DiffusionBackbone(pl.LightningModule):
         """Train on {0..T*} and sample from GAGA's closed-form Gaussian at T* (`gaga`: the record Truncation
         describes); None restores the full trajectory."""
         self.truncation = Truncation.from_record(gaga, self.schedule.timesteps)
-        self.hparams["gaga"] = self.truncation.record()
 
     def alpha_bar(self, t: int) -> float | dict[str, float]:
         """alpha_bar_t, or a dict block -> alpha_bar_t for paths whose blocks move at different rates."""
@@ -482,7 +483,7 @@ class DiffusionBackbone(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.gradient_guard.load_state(checkpoint.get("grad_norms"))
-        self.set_truncation(checkpoint["hyper_parameters"].get("gaga"))
+        self.set_truncation(truncation_record(checkpoint))
 
 
 def check_start(start: int, stride: int, timesteps: int) -> None:

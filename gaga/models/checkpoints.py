@@ -119,6 +119,11 @@ def load_model(
         raise CheckpointError(
             f"{path}: weights do not fit the network its hyper_parameters describe: {error}"
         ) from error
+    try:
+        if hasattr(model, "set_truncation"):
+            model.set_truncation(truncation_record(checkpoint))
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise CheckpointError(f"{path}: its truncation entry is not a GAGA truncation record: {error}") from None
     model.source = str(path)
     return model.to(device).eval()
 
@@ -158,7 +163,8 @@ def _unreadable_reason(error: Exception) -> str:
 
 def add_entries(checkpoint: dict, model) -> None:
     """What gaga adds to Lightning's checkpoint of `model`: plain-data hyperparameters (loadable with
-    weights_only=True), the class to rebuild (`backbone_target`) and the writing version; NonFiniteLossError rather
+    weights_only=True), a generator's truncation record (`truncation`), the class to rebuild (`backbone_target`) and
+    the writing version; NonFiniteLossError rather
     than a checkpoint with a NaN or infinite weight."""
     bad = [
         name
@@ -168,8 +174,18 @@ def add_entries(checkpoint: dict, model) -> None:
     if bad:
         raise NonFiniteLossError(f"refusing to write a checkpoint with non-finite weights: {bad[:3]}")
     checkpoint["hyper_parameters"] = plain(dict(model.hparams))
+    if hasattr(model, "truncation"):  # generators (a property predictor has none)
+        checkpoint["truncation"] = model.truncation.record()
     checkpoint["backbone_target"] = f"{type(model).__module__}.{type(model).__qualname__}"
     checkpoint["gaga_version"] = gaga.__version__
+
+
+def truncation_record(checkpoint: dict) -> dict | None:
+    """A checkpoint's GAGA truncation record (gaga.models.truncation; None: the full trajectory): its own entry, or,
+    in checkpoints written before it had one, the `gaga` hyperparameter."""
+    if "truncation" in checkpoint:
+        return checkpoint["truncation"]
+    return checkpoint.get("hyper_parameters", {}).get("gaga")
 
 
 def plain(value):

@@ -1,8 +1,9 @@
 """GAGA's truncation of a model, as one value: the step where training stops drawing t and sampling starts (T*, or T
 without GAGA), and the data moments of the closed-form start Gaussian there.
 
-Stored in checkpoints as the plain record `{"t_star", "v_hat": {"pos", "h"}, "mean": {"h"}}` (hyperparameter
-`gaga`; None without GAGA), so every checkpoint written so far loads.
+Stored in checkpoints as the plain record `{"t_star", "v_hat": {"pos", "h"}, "mean": {"h"}}` under its own entry
+`truncation` (None without GAGA); checkpoints written before it had one hold it as the hyperparameter `gaga`, and
+still load (gaga.models.checkpoints.truncation_record).
 """
 
 from __future__ import annotations
