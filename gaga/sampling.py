@@ -82,11 +82,7 @@ def decode_frame(model, pos: torch.Tensor, h: torch.Tensor, batch: torch.Tensor,
     the molecules' `context` when conditional)."""
     from gaga.diffusion.samplers import FinalState
 
-    one, zero = torch.ones((), device=pos.device), torch.zeros((), device=pos.device)
-    final = FinalState(
-        pos, h, torch.zeros_like(pos), torch.zeros_like(h), one, zero, 0.0, batch, int(batch.max()) + 1, 0, None
-    )
-    return model.decode(final, use_ema, context)
+    return model.decode(FinalState.noise_free(pos, h, batch, 0), use_ema, context)
 
 
 def decode_chain(

@@ -116,8 +116,20 @@ class FinalState:
     num_evaluations: int
     generator: torch.Generator | None
 
+    @classmethod
+    def noise_free(cls, pos: torch.Tensor, h: torch.Tensor, batch: torch.Tensor, num_evaluations: int) -> FinalState:
+        """A state read as data as it is (alpha_0 = 1, sigma_0 = 0, no noise drawn): an ODE's end point, or a chain
+        frame for pictures."""
+        one, zero = torch.ones((), device=pos.device), torch.zeros((), device=pos.device)
+        zeros = torch.zeros_like(pos), torch.zeros_like(h)
+        return cls(pos, h, *zeros, one, zero, 0.0, batch, int(batch.max()) + 1, num_evaluations, None)
+
     def sample_data(self, z: torch.Tensor, eps: torch.Tensor, zero_mean: bool = True) -> torch.Tensor:
-        """x ~ p(x | z_0) for the block (z, eps); `zero_mean` draws zero-CoM noise and projects x."""
+        """x ~ p(x | z_0) for the block (z, eps); `zero_mean` draws zero-CoM noise and projects x; with
+        `noise_scale` 0, the mean, with no draw."""
+        if self.noise_scale == 0.0:
+            x = (z - self.sigma_0 * eps) / self.alpha_0
+            return remove_mean(x, self.batch, self.num_graphs) if zero_mean else x
         if zero_mean:
             noise = sample_zero_com_noise(z, self.batch, self.num_graphs, self.generator)
         else:

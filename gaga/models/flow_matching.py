@@ -217,13 +217,7 @@ class FlowMatching(DiffusionBackbone):
             )
         else:
             pos, h, evaluations = integrate(velocity, pos, h, batch, times, sampler, project, on_step, at_step)
-        onehot, charges = self.normalizer.split(h)
-        return SamplerOutput(
-            pos=pos * self.normalizer.position_scale,
-            atom_types=onehot.argmax(dim=1),
-            charges=None if charges is None else torch.round(charges).long(),
-            num_evaluations=evaluations,
-        )
+        return self.decode(FinalState.noise_free(pos, h, batch, evaluations), use_ema, context)
 
 
 def check_coupling(ot_coupling: bool, truncated: bool) -> None:
