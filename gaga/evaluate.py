@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gaga.atomic_files import write_text_atomically
 from gaga.config import DATA_DIR
+from gaga.console import interactive
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         molecules = read_molecules(args.path)
         explicit_smiles = read_smiles_file(args.train_smiles) if args.train_smiles else None
         reference = dataset_reference(
-            args.data, args.data_dir, progress=not args.quiet, with_train_smiles=explicit_smiles is None
+            args.data,
+            args.data_dir,
+            progress=not args.quiet and interactive(),
+            with_train_smiles=explicit_smiles is None,
         )
         train_smiles = explicit_smiles if explicit_smiles is not None else reference.train_smiles
         evaluation = evaluate(
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             args.data,
             train_smiles,
             reference.geometry,
-            progress=not args.quiet,
+            progress=not args.quiet and interactive(),
             strain_molecules=args.strain_molecules,
             source=str(args.path),
         )

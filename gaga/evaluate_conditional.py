@@ -32,6 +32,7 @@ import numpy as np
 
 from gaga.atomic_files import write_text_atomically
 from gaga.config import DATA_DIR
+from gaga.console import interactive
 from gaga.data.molecules import MoleculeSet
 
 # The papers' MAEs, property -> figure, in EDM's units (alpha Bohr^3, gap / homo / lumo meV, mu D, Cv cal/(mol K)):
@@ -270,7 +271,9 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Estimate], dict]:
         second = second.subset(np.sort(picks))
     rows = baselines(predictor.predict_molecules, name, data_halves["first"], second, args.seed)
     if generator is not None:
-        generated = generate(generator, args.samples, args.batch_size, seed=args.seed, progress=not args.quiet)
+        generated = generate(
+            generator, args.samples, args.batch_size, seed=args.seed, progress=not args.quiet and interactive()
+        )
         rows["generator"] = generator_estimate(predictor.predict_molecules, name, generated.molecules, args.seed)
     context = {
         "property": name,
