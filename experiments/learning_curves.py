@@ -12,10 +12,11 @@ overrides below are the only difference:
   gaga_centred   GAGA as the paper and its reference code (atom features zero-meaned per molecule);
   gaga_kept      GAGA with EDM's atom features kept (gaga.features=kept: the closed form carries their mean);
   edm_kept_start a sampling-only arm: EDM's model sampled from gaga_kept's T* and start Gaussian.
-The arms take turns: each trains to the next milestone (a multiple of --every steps) in its own train.py process on
-one thread, its EMA weights then sample --samples molecules (seed 0) that the project's evaluator scores, and the
-next arm goes. A killed run resumes exactly where its last checkpoint (written every 500 steps) left it, on this
-machine from `--runs`, on a fresh one from the copies `--save-state` keeps under `--out/state` (committed).
+Each arm trains to the next milestone (a multiple of --every steps) in its own train.py process on one thread, and
+its EMA weights then sample --samples molecules (seed 0) that the project's evaluator scores; --workers arms (default
+2, one per core) do so at once, in milestone order. A killed run resumes exactly where its last checkpoint (written
+every 500 steps) left it, on this machine from `--runs`, on a fresh one from the copies `--save-state` keeps under
+`--out/state` (committed).
 
 Writes under --out: rows.csv (one row per arm and milestone: rates with 95 % Wilson intervals, atom stability and
 fragments per molecule with 95 % bootstrap intervals over molecules, network evaluations), val_nll.csv, and
@@ -27,11 +28,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +75,10 @@ def last_checkpoint(args, arm: str) -> Path:
     return arm_dir(args, arm) / "checkpoints" / "last.ckpt"
 
 
+def snapshot(args, arm: str, milestone: int) -> Path:
+    return arm_dir(args, arm) / "milestones" / f"step_{milestone:06d}.ckpt"
+
+
 def trained_steps(path: Path) -> int:
     import torch
 
@@ -102,9 +109,9 @@ def save_state(args) -> None:
 
 def train_to(args, arm: str, milestone: int) -> Path:
     """Train (or resume) the arm until `milestone` optimisation steps; its checkpoint at that step."""
-    snapshot = arm_dir(args, arm) / "milestones" / f"step_{milestone:06d}.ckpt"
-    if snapshot.is_file():
-        return snapshot
+    kept = snapshot(args, arm, milestone)
+    if kept.is_file():
+        return kept
     restore_state(args, arm)
     command = [sys.executable, "train.py", *COMMON, f"seed={args.seed}", *args.override, *TRAINING_ARMS[arm]]
     command += [f"trainer.max_steps={milestone}", f"hydra.run.dir={arm_dir(args, arm)}", "ckpt_path=auto"]
@@ -116,9 +123,9 @@ def train_to(args, arm: str, milestone: int) -> Path:
     last = last_checkpoint(args, arm)
     if done.returncode != 0 or trained_steps(last) != milestone:
         raise SystemExit(f"[{arm}] train.py stopped before step {milestone}; see {arm_dir(args, arm) / 'train.log'}")
-    snapshot.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(last, snapshot)
-    return snapshot
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(last, kept)
+    return kept
 
 
 def interval(values: np.ndarray, statistic, rng: np.random.Generator) -> tuple[float, float]:
@@ -199,17 +206,45 @@ def validation_curves(args) -> list[dict]:
 
 
 def campaign(args) -> None:
+    """Every (arm, milestone) job in milestone order, `--workers` at a time: a training arm's job waits for its
+    previous milestone, the sampling-only arm's for both arms it reads. Each job runs in its own process on one
+    thread, so the arms advance side by side, one per core."""
+    jobs = [(arm, m) for m in range(args.every, args.steps + 1, args.every) for arm in [*TRAINING_ARMS, *SAMPLING_ARMS]]
+    done: set[tuple[str, int]] = set()
+    running: dict = {}
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while jobs or running:
+            busy = {arm for arm, _ in running.values()}
+            for job in [j for j in jobs if j[0] not in busy and prerequisites(args, *j) <= done]:
+                if len(running) < args.workers:
+                    jobs.remove(job)
+                    running[pool.submit(run_job, args, *job)] = job
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                future.result()  # a failed job stops the campaign with its own message
+                done.add(job)
+            report(args)
+
+
+def prerequisites(args, arm: str, milestone: int) -> set[tuple[str, int]]:
+    if arm in SAMPLING_ARMS:
+        return {(source, milestone) for source in SAMPLING_ARMS[arm]}
+    return {(arm, milestone - args.every)} if milestone > args.every else set()
+
+
+def run_job(args, arm: str, milestone: int) -> None:
+    """One arm at one milestone: train (or resume) to it and sample, or for a sampling-only arm, sample the model arm's
+    snapshot from the source arm's truncation."""
     import torch
 
     torch.set_num_threads(THREADS)
-    for milestone in range(args.every, args.steps + 1, args.every):
-        snapshots = {}
-        for arm in TRAINING_ARMS:
-            snapshots[arm] = train_to(args, arm, milestone)
-            sample_row(args, arm, milestone, snapshots[arm])
-        for arm, (model, source) in SAMPLING_ARMS.items():
-            sample_row(args, arm, milestone, snapshots[model], truncation_of(snapshots[source]))
-        report(args)
+    if arm in SAMPLING_ARMS:
+        model, source = SAMPLING_ARMS[arm]
+        truncation = truncation_of(snapshot(args, source, milestone))
+        sample_row(args, arm, milestone, snapshot(args, model, milestone), truncation)
+    else:
+        sample_row(args, arm, milestone, train_to(args, arm, milestone))
 
 
 def read_rows(args) -> list[dict]:
@@ -304,6 +339,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300, help="molecules sampled per arm and checkpoint")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--workers", type=int, default=2, help="arms trained at once, one thread each (one per core)")
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every arm (smoke tests)")
     parser.add_argument("--runs", type=Path, default=REPO_ROOT / "outputs" / "learning_curves")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "experiments" / "results" / "learning_curves")
@@ -311,8 +347,8 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only rewrite the tables and plot from kept rows")
     parser.add_argument("--step-times", type=int, default=0, help="measure seconds per step over this many steps")
     args = parser.parse_args()
-    if min(args.steps, args.every, args.samples) < 1 or args.steps % args.every:
-        parser.error("--steps, --every and --samples must be >= 1, and --every must divide --steps")
+    if min(args.steps, args.every, args.samples, args.workers) < 1 or args.steps % args.every:
+        parser.error("--steps, --every, --samples and --workers must be >= 1, and --every must divide --steps")
     started = time.perf_counter()
     if args.save_state:
         save_state(args)
