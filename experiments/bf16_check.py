@@ -25,6 +25,8 @@ for i, batch in enumerate(data.val_dataloader()):
 for k, name in enumerate(("NLL", "loss")):
     fp32, bf16 = torch.cat(runs[False][k]), torch.cat(runs[True][k])
     relative = (bf16 - fp32).abs() / fp32.abs()
-    print(f"{name}: mean {fp32.mean():.4f} (float32) {bf16.mean():.4f} (bf16), largest |difference| "
-          f"{(bf16 - fp32).abs().max():.4f}, largest relative {relative.max() * 2**8:.2f} u, "
-          f"mean relative {float((bf16.mean() - fp32.mean()) / fp32.mean()):.1e}")
+    print(
+        f"{name}: mean {fp32.mean():.4f} (float32) {bf16.mean():.4f} (bf16), largest |difference| "
+        f"{(bf16 - fp32).abs().max():.4f}, largest relative {relative.max() * 2**8:.2f} u, "
+        f"mean relative {float((bf16.mean() - fp32.mean()) / fp32.mean()):.1e}"
+    )

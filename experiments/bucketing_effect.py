@@ -65,7 +65,7 @@ def squared_errors(model, dataset, indices: np.ndarray, seed: int) -> tuple[np.n
             batch.batch,
             batch.num_graphs,
             t_min=1,
-            t_max=model.truncation.start_step,
+            start_step=model.truncation.start_step,
             zero_mean_features=model.hparams.zero_mean_features,
             generator=generator,
         )
@@ -93,8 +93,7 @@ def validation_nll(model, dataset, batches: list[list[int]], steps: torch.Tensor
             model.log_prob_num_atoms(batch),
             model.feature_nll,
             t=steps[members],
-            t_max=model.truncation.start_step,
-            prior_variance=model.start_variance(model.truncation.start_step),
+            start=model.truncation.start_gaussian(),
             zero_mean_features=model.hparams.zero_mean_features,
             generator=torch.Generator().manual_seed(seed * 100_003 + index),
         )
@@ -181,7 +180,7 @@ def main() -> None:
     model = load_model(args.ckpt) if args.ckpt else qm9_model(datamodule, "edm", 64, 3, "cpu")
     model.eval()
     name = args.ckpt or f"untrained 64 x 3 EDM (seed {args.seed})"
-    print(f"\nfixed model: {name}, t_max {model.truncation.start_step}")
+    print(f"\nfixed model: {name}, start step {model.truncation.start_step}")
     report_loss(model, datamodule, n_max, args.loss_molecules, args.seed)
     report_nll(model, datamodule, args.batch_size, args.nll_molecules, args.seed)
 

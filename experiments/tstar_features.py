@@ -32,8 +32,10 @@ VARIANTS = {  # variant -> (features centred per molecule, evaluator settings)
     "centred": (True, {"zero_com_blocks": (POSITIONS, FEATURES)}),
     "kept": (False, {"zero_com_blocks": (POSITIONS,), "kept_blocks": (FEATURES,)}),
 }
-VARIANCES = {"dataset": {"centred": ("exact",), "kept": ("exact",)},
-             "per_molecule": {"centred": ("reference", "exact"), "kept": ("exact",)}}
+VARIANCES = {
+    "dataset": {"centred": ("exact",), "kept": ("exact",)},
+    "per_molecule": {"centred": ("reference", "exact"), "kept": ("exact",)},
+}
 
 
 def main() -> None:
@@ -65,8 +67,10 @@ def main() -> None:
                     write_rows(rows, args.out / "tstar_features.csv")
     for (variant, mode, variance), group in _groups(rows).items():
         stars = np.array([r["T*"] for r in group], dtype=float)
-        print(f"{variant:8s} {mode:12s} {variance:9s} T* {stars.mean():.1f} +- {stars.std(ddof=1):.1f} "
-              f"(seeds {', '.join(str(int(s)) for s in stars)})")
+        print(
+            f"{variant:8s} {mode:12s} {variance:9s} T* {stars.mean():.1f} +- {stars.std(ddof=1):.1f} "
+            f"(seeds {', '.join(str(int(s)) for s in stars)})"
+        )
     print(f"wrote {args.out / 'tstar_features.csv'}")
 
 

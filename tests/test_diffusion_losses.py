@@ -20,6 +20,7 @@ from gaga.diffusion.losses import (
     nll_estimate,
 )
 from gaga.diffusion.schedules import NoiseSchedule
+from gaga.gaussianity import StartGaussian
 from gaga.nn import EGNNDynamics
 
 NORMALIZER = Normalizer.from_edm([1, 4, 10], include_charges=True)  # EDM's QM9 setting
@@ -56,7 +57,7 @@ def test_l2_loss_with_zero_prediction_is_edm_normalised_chi_square(qm9_sample):
 
 def test_l2_loss_at_t0_is_edm_reconstruction_term(qm9_sample):
     pos, h, batch, num_graphs = qm9_batch(qm9_sample, 500)
-    loss, t = l2_loss(zero_denoiser, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs, t_min=0, t_max=0)
+    loss, t = l2_loss(zero_denoiser, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs, t_min=0, start_step=0)
     counts = torch.bincount(batch).double()
     # -log p(h | z_0) vanishes at sigma_0 = 3e-3, leaving half the coordinate chi-square
     expected = 0.5 * (counts - 1) * 3 / ((3 + h.shape[1]) * counts.max())
@@ -66,11 +67,11 @@ def test_l2_loss_at_t0_is_edm_reconstruction_term(qm9_sample):
 
 def test_l2_loss_draws_steps_from_the_truncated_range(qm9_sample):
     pos, h, batch, num_graphs = qm9_batch(qm9_sample, 3000)
-    _, t = l2_loss(zero_denoiser, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs, t_max=550)
+    _, t = l2_loss(zero_denoiser, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs, start_step=550)
     assert t.min() == 0 and t.max() == 550  # both ends of {0..550} are drawn among 3,000 molecules
-    for t_min, t_max in [(10, 5), (0, 1001)]:
-        with pytest.raises(ValueError, match="t_min <= t_max <= T=1000"):
-            l2_loss(zero_denoiser, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs, t_min=t_min, t_max=t_max)
+    for t_min, start_step in [(10, 5), (0, 1001)]:
+        with pytest.raises(ValueError, match="t_min <= start_step <= T=1000"):
+            l2_loss(zero_denoiser, SCHEDULE, ONE_HOT, pos, h, batch, num_graphs, t_min=t_min, start_step=start_step)
 
 
 def test_nll_diffusion_term_matches_schedule_sum_for_zero_prediction(qm9_sample):
@@ -164,8 +165,7 @@ def test_truncated_prior_kl_is_the_gaussian_kl_at_t_star(qm9_sample):
         num_graphs,
         torch.zeros(num_graphs),
         ONE_HOT,
-        t_max=550,
-        prior_variance=variances,
+        start=StartGaussian(550, *variances),
     )
     alpha2 = SCHEDULE.alpha_bar()[550]
     counts = torch.bincount(batch).double()

@@ -22,7 +22,7 @@ from gaga.diffusion.flow_matching import (
 )
 from gaga.diffusion.flow_path import FlowPath, LinearPath
 from gaga.diffusion.forward import remove_mean
-from gaga.gaussianity import FEATURES, POSITIONS, molecule_blocks
+from gaga.gaussianity import FEATURES, POSITIONS, StartGaussian, molecule_blocks
 from tests.conftest import quiet_trainer, tiny_setup
 
 HYBRID = {"_target_": "gaga.diffusion.flow_path.FlowPath", "timesteps": 1000, "kind": "hybrid", "sigma_min": 1e-4}
@@ -69,7 +69,8 @@ def test_path_variance_matches_the_closed_form_on_qm9(qm9_sample, step, kind):
         a, b = _equifm_coefficients(block, t) if kind == "hybrid" else (1 - t, t)
         values = blocks[block]
         measured.append(_per_dof_variance(a * values + b * _zero_mean_noise(rng, values.shape, offsets), offsets))
-    np.testing.assert_allclose(model.start_variance(step), measured, rtol=0.02)
+    start = model.truncation.start_gaussian(step)
+    np.testing.assert_allclose([start.variance_pos, start.variance_h], measured, rtol=0.02)
 
 
 @pytest.mark.parametrize("step", [200, 550])
@@ -84,20 +85,13 @@ def test_hybrid_path_with_kept_features_matches_the_closed_form_per_column(qm9_s
     )
     a, b = _equifm_coefficients(FEATURES, step / 1000)
     z = a * h + b * np.random.default_rng(step).standard_normal(h.shape)
-    np.testing.assert_allclose(model.start_feature_mean(step).numpy(), z.mean(axis=0), atol=0.02)
-    np.testing.assert_allclose(model.start_variance(step)[1].numpy(), z.var(axis=0), rtol=0.03)
-    from gaga.gaussianity import sample_reference_gaussian  # what sample() starts from
-
+    start = model.truncation.start_gaussian(step)
+    np.testing.assert_allclose(start.mean_h.numpy(), z.mean(axis=0), atol=0.02)
+    np.testing.assert_allclose(start.variance_h.numpy(), z.var(axis=0), rtol=0.03)
     counts = torch.from_numpy(np.diff(offsets))
     batch = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    draw = sample_reference_gaussian(
-        batch,
-        {POSITIONS: 3, FEATURES: 5},
-        model.truncation.estimate,
-        model.alpha_bar(step),
-        (POSITIONS,),
-        generator=torch.Generator().manual_seed(0),
-    )[:, 3:] * model.block_path_scale(step, FEATURES)
+    generator = torch.Generator().manual_seed(0)
+    _, draw = model.truncation.draw(batch, 5, (POSITIONS,), len(counts), generator, step)  # what sample() starts from
     np.testing.assert_allclose(draw.mean(0).numpy(), z.mean(axis=0), atol=0.03)
     np.testing.assert_allclose(draw.var(0).numpy(), z.var(axis=0), rtol=0.05)
 
@@ -250,7 +244,7 @@ def test_ode_nll_of_gaussian_data_is_the_closed_form_density(divergence, t_end):
         batch,
         len(sizes),
         t_end,
-        (prior, prior),
+        StartGaussian(round(t_end * 100), prior, prior),
         False,
         generator,
         rtol=1e-7,

@@ -153,8 +153,9 @@ def test_flow_path_start_has_the_paths_mean_and_variance(kept_blocks):
     t = 0.6
     x = blocks[FEATURES]
     path = (1 - t) * x + t * np.random.default_rng(3).standard_normal(x.shape)
-    np.testing.assert_allclose(model.start_feature_mean(60).numpy(), path.mean(axis=0), atol=4 * t / np.sqrt(len(x)))
-    np.testing.assert_allclose(model.start_variance(60)[1].numpy(), path.var(axis=0), rtol=0.02)
+    gaussian = model.truncation.start_gaussian(60)
+    np.testing.assert_allclose(gaussian.mean_h.numpy(), path.mean(axis=0), atol=4 * t / np.sqrt(len(x)))
+    np.testing.assert_allclose(gaussian.variance_h.numpy(), path.var(axis=0), rtol=0.02)
 
 
 def test_kept_trains_resumes_and_samples_through_the_cli(tmp_path):
@@ -173,7 +174,7 @@ def test_kept_trains_resumes_and_samples_through_the_cli(tmp_path):
     assert first["metrics"]["train/loss"] > 0
     model = load_model(last)
     t_star = truncation["t_star"]
-    assert model.start_feature_mean(t_star) is not None
+    assert model.truncation.start_gaussian().mean_h is not None
     sample = compose("sample", [f"ckpt={last}", "n_samples=3", "batch_size=3", "evaluate=false"], str(tmp_path / "s"))
     run_sampling(sample)
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["start_step"] == t_star

@@ -59,12 +59,13 @@ def test_fixed_t_star_and_off(tmp_path):
     blocks, offsets = model.gaussianity_data(trainer.datamodule.ordered_loader("train"), progress=False)
     model_noise = estimate_variance(blocks, offsets, "unbiased", True, (POSITIONS, FEATURES))  # features projected
     assert model.truncation.v_hat_h == pytest.approx(model_noise.data[FEATURES] / model_noise.noise[FEATURES], rel=1e-9)
-    assert model.truncation.start_step == 40 and model.start_variance(40)[0] == pytest.approx(
+    assert model.truncation.start_step == 40 and model.truncation.start_gaussian().variance_pos == pytest.approx(
         1 - float(model.schedule.alpha2(torch.tensor(40))) * (1 - model.truncation.v_hat_pos)
     )
     _, plain = fit_with(GaussianityCallback("off"), tmp_path, zero_mean_features=False)
     assert plain.truncation.start_step == 100 and plain.truncation.record() is None
-    assert plain.start_variance(100) == (1.0, 1.0)
+    start = plain.truncation.start_gaussian()
+    assert (start.step, start.variance_pos, start.variance_h, start.mean_h) == (100, 1.0, 1.0, None)
 
 
 def test_bad_settings_are_explained(tmp_path):

@@ -3,6 +3,7 @@ per-molecule moments (plain loops over molecules, numpy's var/mean), and the ref
 
 import numpy as np
 import pytest
+import torch
 
 from gaga.callbacks.gaussianity import GaussianityCallback
 from gaga.data.elements import QM9_ATOMS
@@ -52,7 +53,8 @@ def edm_1000():
 def start_variance(model, start: dict, t: int) -> dict:
     """The model's start variance per degree of freedom at step t with these start v_hat."""
     model.set_truncation({"t_star": t, "v_hat": {"pos": start[POSITIONS], "h": start[FEATURES]}})
-    return dict(zip(BOTH, model.start_variance(t), strict=True))
+    gaussian = model.truncation.start_gaussian(t)
+    return dict(zip(BOTH, (gaussian.variance_pos, gaussian.variance_h), strict=True))
 
 
 @pytest.mark.parametrize("choice", ["paper", "reference", "exact"])
@@ -96,8 +98,10 @@ def test_callback_gives_the_model_the_choice_start(tmp_path, choice):
     datamodule = trainer.datamodule
     blocks, offsets = model.gaussianity_data(datamodule.ordered_loader("train"), progress=False)
     _, start = choose_variance(blocks, offsets, choice, BOTH)
-    a = model.alpha_bar(40)
-    assert model.start_variance(40) == pytest.approx((a * start[POSITIONS] + 1 - a, a * start[FEATURES] + 1 - a))
+    a = float(model.schedule.alpha2(torch.tensor(40)))
+    gaussian = model.truncation.start_gaussian(40)
+    expected = (a * start[POSITIONS] + 1 - a, a * start[FEATURES] + 1 - a)
+    assert (gaussian.variance_pos, gaussian.variance_h) == pytest.approx(expected)
     assert model.truncation.v_hat_pos == model.truncation.v_hat_h  # both choices start every block at one scalar
 
 

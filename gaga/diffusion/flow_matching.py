@@ -18,6 +18,7 @@ import torch
 from gaga.diffusion.flow_path import FEATURES, POSITIONS
 from gaga.diffusion.forward import project_state, remove_mean, sample_noise, state_dimensions
 from gaga.diffusion.losses import Denoiser, per_molecule_sum
+from gaga.gaussianity.closed_form import StartGaussian
 
 LOSS_NORMALISATIONS = ("padded", "atom_mean")
 OT_MAX_ITERATIONS = 50
@@ -220,10 +221,9 @@ def ode_nll(
     batch: torch.Tensor,
     num_graphs: int,
     t_end: float,
-    prior_variance: tuple[float, float | torch.Tensor],
+    start: StartGaussian,
     zero_mean_features: bool,
     generator: torch.Generator | None = None,
-    prior_feature_mean: torch.Tensor | None = None,
     rtol: float = DEFAULT_TOLERANCE,
     atol: float = DEFAULT_TOLERANCE,
     divergence: str = "hutchinson",
@@ -233,10 +233,10 @@ def ode_nll(
 
     By the instantaneous change of variables: x integrated from 0 to t_end by dopri5 (rtol, atol) together with
     the integral of div v (`divergence`: "hutchinson", one Gaussian probe in the zero-mean subspaces shared along
-    the path, or "exact"), the end point scored under the closed-form Gaussian N(0, prior_variance) there (GAGA's
-    start at T*, or the path's end at t = 1). Densities live on the (N-1)*3-dimensional zero-CoM subspace (and
-    (N-1)*F for zero-meaned features). Features that keep their mean (`prior_feature_mean` [F]) are scored per
-    column under N(prior_feature_mean, prior_variance[1]).
+    the path, or "exact"), the end point scored under the closed-form Gaussian `start` there (GAGA's start at T*,
+    or the path's end at t = 1). Densities live on the (N-1)*3-dimensional zero-CoM subspace (and (N-1)*F for
+    zero-meaned features). Features that keep their mean (`start.mean_h` [F]) are scored per column under
+    N(mean_h, variance_h).
     """
     odeint = _odeint("the ODE likelihood (backbone.ode_likelihood=true)")
     with torch.inference_mode(False):  # Lightning validates in inference mode: probes must be normal tensors
@@ -263,21 +263,21 @@ def ode_nll(
         return torch.cat([v_pos, v_h], dim=1).detach(), total.detach()
 
     span = torch.tensor([0.0, t_end], dtype=pos.dtype, device=pos.device)
-    start = (torch.cat([pos, h], dim=1), torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device))
+    initial = (torch.cat([pos, h], dim=1), torch.zeros(num_graphs, dtype=pos.dtype, device=pos.device))
     with torch.inference_mode(False):  # Lightning validates in inference mode
-        start = tuple(part.clone() for part in start)
-        states, divergences = odeint(field, start, span, method="dopri5", rtol=rtol, atol=atol)
+        initial = tuple(part.clone() for part in initial)
+        states, divergences = odeint(field, initial, span, method="dopri5", rtol=rtol, atol=atol)
     pos, h = project(states[-1])
     divergence_integral = divergences[-1]
     num_atoms = torch.bincount(batch, minlength=num_graphs)
     log_prior = torch.zeros_like(divergence_integral)
     pos_dims, h_dims = state_dimensions(num_atoms, pos.shape[1], h.shape[1], zero_mean_features)
-    blocks = [(pos, prior_variance[0], pos_dims)]
-    if prior_feature_mean is None:
-        blocks.append((h, prior_variance[1], h_dims))
+    blocks = [(pos, start.variance_pos, pos_dims)]
+    if start.mean_h is None:
+        blocks.append((h, start.variance_h, h_dims))
     else:
-        variance_h = torch.as_tensor(prior_variance[1], dtype=h.dtype, device=h.device).expand(h.shape[1])
-        log_density = -0.5 * (h - prior_feature_mean) ** 2 / variance_h - 0.5 * torch.log(2 * math.pi * variance_h)
+        variance_h = torch.as_tensor(start.variance_h, dtype=h.dtype, device=h.device).expand(h.shape[1])
+        log_density = -0.5 * (h - start.mean_h.to(h)) ** 2 / variance_h - 0.5 * torch.log(2 * math.pi * variance_h)
         log_prior = log_prior + per_molecule_sum(log_density, batch, num_graphs)
     for block, variance, dims in blocks:
         log_prior = log_prior - 0.5 * per_molecule_sum(block**2, batch, num_graphs) / variance

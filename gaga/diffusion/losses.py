@@ -17,6 +17,7 @@ from torch_geometric.utils import degree, scatter
 
 from gaga.diffusion.forward import Normalizer, diffuse, remove_mean, state_dimensions
 from gaga.diffusion.schedules import NoiseSchedule
+from gaga.gaussianity.closed_form import StartGaussian
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -34,15 +35,16 @@ def atoms_per_molecule(batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
 def sample_steps(
     num_graphs: int,
     t_min: int,
-    t_max: int,
+    start_step: int,
     timesteps: int,
     device: torch.device,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Integer steps drawn uniformly from {t_min, ..., t_max}, one per molecule; needs 0 <= t_min <= t_max <= T."""
-    if not 0 <= t_min <= t_max <= timesteps:
-        raise ValueError(f"need 0 <= t_min <= t_max <= T={timesteps}, got t_min={t_min}, t_max={t_max}")
-    return torch.randint(t_min, t_max + 1, (num_graphs,), device=device, generator=generator)
+    """Integer steps drawn uniformly from {t_min, ..., start_step}, one per molecule; needs
+    0 <= t_min <= start_step <= T."""
+    if not 0 <= t_min <= start_step <= timesteps:
+        raise ValueError(f"need 0 <= t_min <= start_step <= T={timesteps}, got t_min={t_min}, start_step={start_step}")
+    return torch.randint(t_min, start_step + 1, (num_graphs,), device=device, generator=generator)
 
 
 def _standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -142,21 +144,21 @@ def l2_loss(
     batch: torch.Tensor,
     num_graphs: int,
     t_min: int = 0,
-    t_max: int | None = None,
+    start_step: int | None = None,
     zero_mean_features: bool = False,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """EDM's training loss per molecule [B] and the steps drawn [B]; t ~ U{t_min..t_max} (t_max = T by default).
+    """EDM's training loss per molecule [B] and the steps drawn [B]; t ~ U{t_min..start_step} (T by default).
 
     For t > 0: 0.5 * ||eps - eps_hat||^2 / ((3 + F) * N_max), summed over the molecule, with N_max the largest
     molecule in the batch (EDM pads every molecule to N_max and divides by the padded size; the 0.5 is EDM's
     `loss_t_larger_than_zero = 0.5 * SNR_weight * error` with SNR_weight 1). For t = 0: EDM's reconstruction term
     0.5 * ||eps_x - eps_hat_x||^2 / ((3 + F) * N_max) + `feature_nll` (-log p(h | z_0)).
-    GAGA trains with t_max = T*. `pos` and `h` are normalised (Normalizer.encode), `pos` zero-CoM.
+    GAGA trains with start_step = T*. `pos` and `h` are normalised (Normalizer.encode), `pos` zero-CoM.
     (EDM's logged training loss also adds the parameter-free prior KL and -log p(N); they carry no gradient.)
     """
-    t_max = schedule.timesteps if t_max is None else t_max
-    t = sample_steps(num_graphs, t_min, t_max, schedule.timesteps, pos.device, generator)
+    start_step = schedule.timesteps if start_step is None else start_step
+    t = sample_steps(num_graphs, t_min, start_step, schedule.timesteps, pos.device, generator)
     pos_t, h_t, eps_pos, eps_h = diffuse(pos, h, t, schedule, batch, zero_mean_features, generator)
     pred_pos, pred_h = denoiser(pos_t, h_t, t.float() / schedule.timesteps, batch)
     num_atoms = atoms_per_molecule(batch, num_graphs)
@@ -234,11 +236,9 @@ def nll_estimate(
     log_p_num_atoms: torch.Tensor,
     feature_nll: FeatureLikelihood,
     t: torch.Tensor | None = None,
-    t_max: int | None = None,
-    prior_variance: float | tuple[float, float | torch.Tensor] = 1.0,
+    start: StartGaussian | None = None,
     zero_mean_features: bool = False,
     generator: torch.Generator | None = None,
-    prior_feature_mean: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """EDM's unbiased estimate of -log p(x, h, N) in nats per molecule (its validation/test NLL); two net calls.
 
@@ -246,20 +246,19 @@ def nll_estimate(
     t ~ U{1..T} (or the given steps `t` [B]), L_t = 0.5 * (SNR(t-1) / SNR(t) - 1) * ||eps - eps_hat||^2,
     L_0 = 0.5 * ||eps_x - eps_hat_x||^2 at t = 0 + `feature_nll` (-log p(h | z_0)),
     constants = -(N-1)*3*log N(0; 0, sigma_0/alpha_0)
-    on the (N-1)*3-dimensional zero-CoM subspace. With GAGA's truncation (`t_max` = T*, prior N(0,
-    prior_variance I) at T*; a pair gives (coordinates, features) their own variance) the same sum is a
-    bound for the truncated model; the defaults give EDM's.
-    With `zero_mean_features` the feature part of the prior KL lives on the (N-1)*F-dimensional zero-mean
-    subspace, like the noise. With `prior_feature_mean` [F] (features that keep their mean, gaga.features=kept)
-    the features' prior is N(prior_feature_mean, prior_variance[1]) per column ([F] or one value), and its KL is
-    summed entry by entry.
+    on the (N-1)*3-dimensional zero-CoM subspace. With GAGA's truncation (`start`: the closed-form Gaussian at T*,
+    which replaces T and the prior N(0, I)) the same sum is a bound for the truncated model; the default gives
+    EDM's. With `zero_mean_features` the feature part of the prior KL lives on the (N-1)*F-dimensional zero-mean
+    subspace, like the noise. With a feature mean (`start.mean_h` [F]: features that keep their mean,
+    gaga.features=kept) the features' prior is N(mean_h, variance_h) per column, and its KL is summed entry by
+    entry.
     Returns every term per molecule [B] under its name, and their sum as "nll".
     """
-    t_max = schedule.timesteps if t_max is None else t_max
+    start = StartGaussian(schedule.timesteps) if start is None else start
     if t is None:
-        t = sample_steps(num_graphs, 1, t_max, schedule.timesteps, pos.device, generator)
-    elif t.shape != (num_graphs,) or not bool(((t >= 1) & (t <= t_max)).all()):
-        raise ValueError(f"nll_estimate: t must hold one step in 1..{t_max} per molecule ({num_graphs} molecules)")
+        t = sample_steps(num_graphs, 1, start.step, schedule.timesteps, pos.device, generator)
+    elif t.shape != (num_graphs,) or not bool(((t >= 1) & (t <= start.step)).all()):
+        raise ValueError(f"nll_estimate: t must hold one step in 1..{start.step} per molecule ({num_graphs} molecules)")
     num_atoms = atoms_per_molecule(batch, num_graphs)
     pos_dims, h_dims = state_dimensions(num_atoms, pos.shape[1], h.shape[1], zero_mean_features)
 
@@ -275,25 +274,25 @@ def nll_estimate(
     error_h_0 = per_molecule_sum((eps_h_0 - pred_h_0) ** 2, batch, num_graphs)
     gamma_0 = schedule.gamma(zeros)
 
-    end = torch.full_like(t, t_max)
+    end = torch.full_like(t, start.step)
     alpha2_end, sigma_end = schedule.alpha2(end), schedule.sigma(end)
-    variance_pos, variance_h = prior_variance if isinstance(prior_variance, tuple) else (prior_variance,) * 2
+    variance_pos, variance_h = start.variance_pos, start.variance_h
     h_prior = remove_mean(h, batch, num_graphs) if zero_mean_features else h
     kl_pos = gaussian_kl(
         alpha2_end * per_molecule_sum(pos**2, batch, num_graphs), pos_dims, sigma_end, math.sqrt(variance_pos)
     )
-    if prior_feature_mean is None:
+    if start.mean_h is None:
         kl_h = gaussian_kl(
             alpha2_end * per_molecule_sum(h_prior**2, batch, num_graphs), h_dims, sigma_end, math.sqrt(variance_h)
         )
     else:
         variance_h = torch.as_tensor(variance_h, dtype=h.dtype, device=h.device).expand(h.shape[1])
         mean_q = alpha2_end.sqrt()[batch, None] * h_prior
-        kl = gaussian_kl_per_entry(mean_q, sigma_end[batch, None], prior_feature_mean.to(h.dtype), variance_h)
+        kl = gaussian_kl_per_entry(mean_q, sigma_end[batch, None], start.mean_h.to(h), variance_h)
         kl_h = per_molecule_sum(kl, batch, num_graphs)
     terms = {
         "kl_prior": kl_pos + kl_h,
-        "diffusion": t_max * 0.5 * snr_ratio_minus_one * error,
+        "diffusion": start.step * 0.5 * snr_ratio_minus_one * error,
         "x_given_z0": 0.5 * per_molecule_sum((eps_pos_0 - pred_pos_0) ** 2, batch, num_graphs),
         "h_given_z0": feature_nll(ZeroStep(h_0, h, error_h_0, schedule.sigma(zeros)[batch, None], batch, num_graphs)),
         "constants": pos_dims * (0.5 * gamma_0 + 0.5 * math.log(2 * math.pi)),

@@ -90,6 +90,10 @@ class NoiseSchedule(torch.nn.Module):
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         return self.sigma2(t).sqrt()
 
+    def path_scale(self, step) -> float:
+        """s_t with z_t = s_t (alpha_t x + sigma_t eps): 1 on the variance-preserving process (a FlowPath's is not)."""
+        return 1.0
+
     def alpha_bar(self) -> np.ndarray:
         """alpha^2 for every step 0..T as float64 numpy (GAGA's alpha_bar_t)."""
         return torch.sigmoid(-self.gamma_table).numpy()

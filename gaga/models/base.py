@@ -36,13 +36,7 @@ from gaga.diffusion.forward import Normalizer, remove_mean
 from gaga.diffusion.losses import log_prob_num_atoms
 from gaga.diffusion.samplers import FinalState, FrameCallback, SamplerOutput
 from gaga.diffusion.schedules import NoiseSchedule
-from gaga.gaussianity import (
-    FEATURES,
-    POSITIONS,
-    marginal_mean,
-    marginal_variance,
-    sample_reference_gaussian,
-)
+from gaga.gaussianity import FEATURES, POSITIONS
 from gaga.models.build import build
 from gaga.models.checkpoints import add_entries, truncation_record
 from gaga.models.ema import add_averages, update_averages
@@ -283,36 +277,7 @@ class DiffusionBackbone(pl.LightningModule):
     def set_truncation(self, gaga: dict | None) -> None:
         """Train on {0..T*} and sample from GAGA's closed-form Gaussian at T* (`gaga`: the record Truncation
         describes); None restores the full trajectory."""
-        self.truncation = Truncation.from_record(gaga, self.schedule.timesteps)
-
-    def alpha_bar(self, t: int) -> float | dict[str, float]:
-        """alpha_bar_t, or a dict block -> alpha_bar_t for paths whose blocks move at different rates."""
-        return float(self.schedule.alpha2(torch.tensor(t)))
-
-    def path_scale(self, t: int) -> float | dict[str, float]:
-        """s_t with z_t = s_t (sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) eps): 1 for variance-preserving paths; a
-        dict block -> s_t for paths whose blocks move at different rates."""
-        return 1.0
-
-    def block_path_scale(self, t: int, block: str) -> float:
-        """`path_scale` of one block."""
-        scale = self.path_scale(t)
-        return float(scale[block]) if isinstance(scale, dict) else float(scale)
-
-    def start_variance(self, t: int) -> tuple[float, float | torch.Tensor]:
-        """GAGA's closed-form variance of z_t for (positions, features): s_t^2 (1 - alpha_bar_t (1 - v_hat)); per
-        column (a tensor [F]) for features that keep their mean."""
-        variance = marginal_variance(self.truncation.estimate, self.alpha_bar(t))
-        features = variance[FEATURES] * self.block_path_scale(t, FEATURES) ** 2
-        features = float(features) if np.ndim(features) == 0 else torch.as_tensor(features, device=self.device)
-        return float(variance[POSITIONS]) * self.block_path_scale(t, POSITIONS) ** 2, features
-
-    def start_feature_mean(self, t: int) -> torch.Tensor | None:
-        """The closed-form mean of the features of z_t, s_t sqrt(alpha_bar_t) m [F] (None: zero-meaned features)."""
-        if self.truncation.feature_mean is None:
-            return None
-        mean = marginal_mean(self.truncation.estimate, FEATURES, self.alpha_bar(t)) * self.block_path_scale(t, FEATURES)
-        return torch.as_tensor(mean, dtype=torch.float32, device=self.device)
+        self.truncation = Truncation.from_record(gaga, self.schedule)
 
     @torch.no_grad()
     def gaussianity_data(self, loader, progress: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -426,9 +391,9 @@ class DiffusionBackbone(pl.LightningModule):
     ) -> tuple[SamplerOutput, torch.Tensor]:
         """Molecules of the given sizes: (sampler output, per-atom molecule index).
 
-        Starts at step `start` (default: T* for a GAGA model, T otherwise) from the closed-form Gaussian
-        N(mu_start, v_start) (`start_variance`, `start_feature_mean`; the standard normal for a model trained
-        without GAGA), with the zero-mean blocks projected, runs `reverse` to 0 and decodes with the backbone's
+        Starts at step `start` (default: T* for a GAGA model, T otherwise) from a draw of the closed-form Gaussian
+        there (`truncation.draw`; the standard normal for a model trained without GAGA), with the zero-mean blocks
+        projected, runs `reverse` to 0 and decodes with the backbone's
         `decode`. `keep_frame`, when given, receives (step, pos, h) of the start state and of the chain's states
         down to 0. A conditional model needs the molecules' `context` [B, k] (`context(properties)`); GAGA's start
         Gaussian is the same for every context: the noised marginal at T* does not depend on it.
@@ -450,20 +415,11 @@ class DiffusionBackbone(pl.LightningModule):
                     f"{option}={value}: sampler={sampler} does not use it (only {', '.join(users) or 'no sampler'} "
                     f"of {self.backbone_name} does); leave it at {default}"
                 )
-        z = sample_reference_gaussian(
-            batch,
-            {POSITIONS: 3, FEATURES: self.feature_width},
-            self.truncation.estimate,
-            self.alpha_bar(start),
-            zero_com_blocks=self.zero_mean_blocks,
-            num_molecules=len(num_atoms),
-            generator=generator,
+        pos, h = self.truncation.draw(
+            batch, self.feature_width, self.zero_mean_blocks, len(num_atoms), generator, start
         )
-        if self.path_scale(start) != 1.0:  # per block for paths whose blocks move at different rates
-            scales = [self.block_path_scale(start, POSITIONS), self.block_path_scale(start, FEATURES)]
-            z = torch.cat([z[:, :3] * scales[0], z[:, 3:] * scales[1]], dim=1)
         output = self.reverse(
-            z[:, :3], z[:, 3:], batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame, context
+            pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame, context
         )
         return output, batch
 

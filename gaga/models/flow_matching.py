@@ -94,13 +94,6 @@ class FlowMatching(DiffusionBackbone):
             h = remove_mean(h, batch.batch, batch.num_graphs)
         return pos, h
 
-    def alpha_bar(self, t: int) -> dict[str, float]:
-        """alpha_bar of each block's variance-preserving twin at grid step t."""
-        return {block: float(value) for block, value in self.schedule.alpha2(torch.tensor(t)).items()}
-
-    def path_scale(self, t: int) -> dict[str, float]:
-        return self.schedule.path_scale(t)
-
     def check_truncatable(self, features: str = "centred") -> None:
         """The base class's rules, and no OT coupling (`check_coupling`)."""
         check_coupling(bool(self.hparams.ot_coupling), truncated=True)
@@ -122,8 +115,8 @@ class FlowMatching(DiffusionBackbone):
     def flow_loss(self, net, batch, generator: torch.Generator) -> torch.Tensor:
         """The velocity regression loss per molecule [B] at t ~ U[0, T*/T] (U[0, 1] without GAGA)."""
         pos, h = self.diffusion_state(batch)
-        t_max = self.truncation.start_step / self.schedule.timesteps
-        t = torch.rand(batch.num_graphs, device=pos.device, generator=generator) * t_max
+        start_time = self.truncation.start_step / self.schedule.timesteps
+        t = torch.rand(batch.num_graphs, device=pos.device, generator=generator) * start_time
         noise = self._noise(batch, pos, h, generator)
         normalisation = self.hparams.get("loss_normalisation", "padded")
         return velocity_loss(net, self.schedule, pos, h, noise, t, batch.batch, batch.num_graphs, normalisation)
@@ -145,10 +138,9 @@ class FlowMatching(DiffusionBackbone):
                 batch.batch,
                 batch.num_graphs,
                 self.truncation.start_step / self.schedule.timesteps,
-                self.start_variance(self.truncation.start_step),
+                self.truncation.start_gaussian(),
                 bool(self.hparams.zero_mean_features),
                 generator,
-                self.start_feature_mean(self.truncation.start_step),
                 rtol=self.tolerance,
                 atol=self.tolerance,
             ),

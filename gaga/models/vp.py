@@ -33,7 +33,7 @@ class VPDiffusion(DiffusionBackbone):
             h,
             batch.batch,
             batch.num_graphs,
-            t_max=self.truncation.start_step,
+            start_step=self.truncation.start_step,
             zero_mean_features=self.hparams.zero_mean_features,
             generator=generator,
         )
@@ -50,9 +50,7 @@ class VPDiffusion(DiffusionBackbone):
             batch.num_graphs,
             self.log_prob_num_atoms(batch),
             self.feature_nll,
-            t_max=self.truncation.start_step,
-            prior_variance=self.start_variance(self.truncation.start_step),
-            prior_feature_mean=self.start_feature_mean(self.truncation.start_step),
+            start=self.truncation.start_gaussian(),
             zero_mean_features=self.hparams.zero_mean_features,
             generator=generator,
         )
