@@ -192,7 +192,7 @@ def generate(
     check_chain(chain, chain_frames, batch_size, num_molecules)
     fixed = requested_properties(model, condition)
     t_start = resolve_start(model, start)
-    sampler = model.samplers[0] if sampler == "auto" else sampler
+    sampler = model.samplers[0].name if sampler == "auto" else sampler
     encoder = AtomEncoder(model.hparams.dataset["name"], tuple(model.hparams.dataset["atom_symbols"]))
     generator = torch.Generator(model.device).manual_seed(seed)
     size_generator = torch.Generator().manual_seed(seed)
@@ -219,7 +219,7 @@ def generate(
                     t_start,
                     eta,
                     generator=generator,
-                    on_step=lambda: bar.update(1),
+                    on_step=bar.update,
                     keep_frame=recorder if not sizes else None,
                     context=context,
                 )
