@@ -28,9 +28,10 @@ import torch
 from gaga.config import REPO_ROOT
 from gaga.data.elements import QM9_ATOMS
 from gaga.data.qm9 import edm_split, load_qm9
-from gaga.diffusion.flow_matching import DEFAULT_TOLERANCE, integrate_adaptive
+from gaga.diffusion.flow_matching import DEFAULT_TOLERANCE
 from gaga.diffusion.flow_path import FEATURES, POSITIONS, FlowPath
 from gaga.diffusion.forward import remove_mean
+from gaga.diffusion.samplers import Adaptive, Chain, run
 from gaga.gaussianity import GaussianitySettings, find_t_star, molecule_blocks
 from gaga.gaussianity.variance import estimate_variance
 
@@ -125,21 +126,23 @@ def main() -> None:
             generator = torch.Generator().manual_seed(100 + seed)
             noise = [torch.randn(count * n, width, generator=generator, dtype=torch.float64) for width in (3, 5)]
             noise = project(*noise)
-            for arm, t_start in (("full", 1.0), ("gaga", t_star / path.timesteps)):
+            for arm, start_step in (("full", path.timesteps), ("gaga", t_star)):
                 start = []
                 for block, eps in zip((POSITIONS, FEATURES), noise, strict=True):
                     if arm == "gaga":  # the closed form: s^2 (alpha_bar v_hat + 1 - alpha_bar) per degree of freedom
                         a = float(alpha_bar[block])
                         eps = eps * scale[block] * (a * v_hat[block] + 1 - a) ** 0.5
                     start.append(eps)
-                _, _, nfe = integrate_adaptive(field, *start, batch, t_start, project, tolerance, tolerance)
+                sampler, chain = Adaptive(tolerance, tolerance), Chain(field, path, batch, zero_mean_features=True)
+                steps = sampler.steps(start_step, path.timesteps)
+                nfe = run(sampler, chain, lambda final: final.num_evaluations, *start, steps)
                 rows.append(
                     {
                         "kind": args.kind,
                         "tolerance": tolerance,
                         "seed": seed,
                         "arm": arm,
-                        "t_start": t_start,
+                        "t_start": start_step / path.timesteps,
                         "nfe": nfe,
                     }
                 )

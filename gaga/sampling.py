@@ -96,7 +96,7 @@ def decode_chain(
 ):
     """The recorded states as molecules, start first; the last frame is the sampler's own output `final` (its
     first `len(num_atoms)` molecules, whose `context` a conditional model reads). The start frame is labelled as
-    GAGA's reference Gaussian at T* (or the standard normal at T of a model without GAGA)."""
+    GAGA's start Gaussian at T* (or the standard normal at T of a model without GAGA)."""
     batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=model.device), num_atoms.to(model.device))
     offsets = np.concatenate([[0], np.cumsum(num_atoms.tolist())])
     count = recorder.num_atoms
@@ -119,7 +119,7 @@ def _frame_label(model, step: int, start: int) -> str:
     if step != start:
         return f"t={step}"
     if model.truncation.gaga and start == model.truncation.start_step:
-        return f"t=T*={start}: GAGA reference Gaussian"
+        return f"t=T*={start}: GAGA's start Gaussian"
     if start == model.schedule.timesteps:
         return f"t=T={start}: standard normal"
     return f"t={start}: start Gaussian"
@@ -191,14 +191,14 @@ def generate(
         raise ValueError(f"n_samples and batch_size must be >= 1, got {num_molecules} and {batch_size}")
     check_chain(chain, chain_frames, batch_size, num_molecules)
     fixed = requested_properties(model, condition)
-    t_start = resolve_start(model, start)
-    sampler = model.samplers[0] if sampler == "auto" else sampler
+    start_step = resolve_start(model, start)
+    sampler = model.samplers[0].name if sampler == "auto" else sampler
     encoder = AtomEncoder(model.hparams.dataset["name"], tuple(model.hparams.dataset["atom_symbols"]))
     generator = torch.Generator(model.device).manual_seed(seed)
     size_generator = torch.Generator().manual_seed(seed)
     positions, numbers, sizes, asked = [], [], [], []
     elapsed, evaluations = 0.0, 0
-    steps = t_start // stride
+    steps = start_step // stride
     num_batches = -(-num_molecules // batch_size)
     description = f"sampling ({sampler}, {steps} steps)"
     recorder, frames = None, None
@@ -208,7 +208,7 @@ def generate(
             properties = draw_properties(model, num_atoms, fixed, size_generator)
             context = model.context(properties)
             if chain and not sizes:
-                recorder = ChainRecorder(int(num_atoms[:chain].sum()), frame_steps(t_start, stride, chain_frames))
+                recorder = ChainRecorder(int(num_atoms[:chain].sum()), frame_steps(start_step, stride, chain_frames))
             _synchronize(model.device)
             clock = time.perf_counter()
             try:
@@ -216,24 +216,24 @@ def generate(
                     num_atoms,
                     sampler,
                     stride,
-                    t_start,
+                    start_step,
                     eta,
                     generator=generator,
-                    on_step=lambda: bar.update(1),
+                    on_step=bar.update,
                     keep_frame=recorder if not sizes else None,
                     context=context,
                 )
             except NonFiniteOutputError as error:
                 source = getattr(model, "source", f"the model in training (step {model.global_step})")
                 raise CheckpointError(
-                    f"{source}: {error} while sampling from step {t_start}; its weights are broken (train again or "
+                    f"{source}: {error} while sampling from step {start_step}; its weights are broken (train again or "
                     "take an earlier checkpoint)"
                 ) from None
             _synchronize(model.device)
             elapsed += time.perf_counter() - clock
             if recorder is not None and not sizes:
                 first = None if context is None else context[:chain]
-                frames = decode_chain(model, recorder, output, num_atoms[:chain], encoder, t_start, first)
+                frames = decode_chain(model, recorder, output, num_atoms[:chain], encoder, start_step, first)
             evaluations = output.num_evaluations
             positions.append(output.pos.cpu().numpy())
             numbers.append(encoder.decode(output.atom_types.cpu().numpy()))
@@ -247,7 +247,7 @@ def generate(
         offsets=np.concatenate([[0], np.cumsum(sizes)]),
         properties=dict(zip(model.property_norms.names, np.concatenate(asked).T, strict=True)) if asked else {},
     )
-    return Generated(molecules, elapsed, evaluations, t_start, sampler, frames)
+    return Generated(molecules, elapsed, evaluations, start_step, sampler, frames)
 
 
 def _synchronize(device: torch.device) -> None:

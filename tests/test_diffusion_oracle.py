@@ -10,7 +10,7 @@ import torch
 
 from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
 from gaga.diffusion.losses import OneHotLikelihood, l2_loss, nll_estimate
-from gaga.diffusion.samplers import OneHotDecoder, ancestral_sample, ddim_sample
+from gaga.diffusion.samplers import DDIM, Ancestral, Chain, OneHotDecoder, run
 from gaga.diffusion.schedules import NoiseSchedule
 
 SCHEDULE = NoiseSchedule("polynomial_2", 1000, 1e-5)
@@ -41,6 +41,12 @@ def known_molecules(seed=0):
     return pos, h.double(), types, charges, batch
 
 
+def sample(sampler, oracle, decode, pos, h, batch, t_start, generator=None):
+    """`sampler` from (pos, h) at step t_start with the exact denoiser `oracle`."""
+    chain = Chain(oracle, SCHEDULE, batch, generator=generator)
+    return run(sampler, chain, decode, pos, h, sampler.steps(t_start, SCHEDULE.timesteps))
+
+
 def test_perfect_denoiser_has_zero_l2_loss():
     pos, h, _, _, batch = known_molecules()
     oracle = gaussian_oracle(pos, h, 0.0)
@@ -66,10 +72,8 @@ def test_samplers_recover_a_known_molecule(t_start, stride):
     oracle = gaussian_oracle(pos, h, 0.0)
     gen = torch.Generator().manual_seed(1)
     start = sample_noise(pos, h, batch, len(SIZES), generator=gen)
-    ancestral = ancestral_sample(
-        oracle, SCHEDULE, OneHotDecoder(NORMALIZER), *start, batch, len(SIZES), t_start, stride, generator=gen
-    )
-    ddim = ddim_sample(oracle, SCHEDULE, OneHotDecoder(NORMALIZER), *start, batch, len(SIZES), t_start, stride)
+    ancestral = sample(Ancestral(stride), oracle, OneHotDecoder(NORMALIZER), *start, batch, t_start, generator=gen)
+    ddim = sample(DDIM(stride), oracle, OneHotDecoder(NORMALIZER), *start, batch, t_start)
     for out in (ancestral, ddim):
         assert torch.equal(out.atom_types, types) and torch.equal(out.charges, charges)
     # ancestral ends with EDM's sigma_0 / alpha_0 = 3.2e-3 A of noise per entry; DDIM (eta = 0) is exact
@@ -101,7 +105,7 @@ def expected_variance(data_variance, t_start, stride, deterministic):
 
 
 @pytest.mark.parametrize("t_start, stride", [(1000, 10), (550, 5)])  # stride 1: see the recovery test
-@pytest.mark.parametrize("sampler", [ancestral_sample, ddim_sample])
+@pytest.mark.parametrize("sampler", [Ancestral, DDIM])
 def test_samplers_reproduce_gaussian_data(sampler, t_start, stride):
     """GAGA's setting: start at t_start from the closed-form marginal N(0, alpha_bar v + 1 - alpha_bar)."""
     num_molecules, num_atoms, variance = 1500, 4, 2.0
@@ -112,9 +116,7 @@ def test_samplers_reproduce_gaussian_data(sampler, t_start, stride):
     scale = np.sqrt(alpha_bar * variance + 1 - alpha_bar)
     pos, h = (scale * z for z in sample_noise(*zeros, batch, num_molecules, generator=gen))
     oracle = gaussian_oracle(0.0, 0.0, variance)
-    out = sampler(
-        oracle, SCHEDULE, OneHotDecoder(Normalizer()), pos, h, batch, num_molecules, t_start, stride, generator=gen
-    )
-    expected = expected_variance(variance, t_start, stride, sampler is ddim_sample) * (num_atoms - 1) / num_atoms
+    out = sample(sampler(stride), oracle, OneHotDecoder(Normalizer()), pos, h, batch, t_start, generator=gen)
+    expected = expected_variance(variance, t_start, stride, sampler is DDIM) * (num_atoms - 1) / num_atoms
     assert out.pos.var().item() == pytest.approx(expected, rel=0.03)
     assert expected == pytest.approx(variance * (num_atoms - 1) / num_atoms, rel=0.06)  # close to the data

@@ -14,9 +14,8 @@ import pytest
 import torch
 
 from gaga.config import REPO_ROOT
-from gaga.diffusion.flow_matching import integrate_adaptive
 from gaga.diffusion.flow_path import FEATURES, FlowPath
-from gaga.diffusion.forward import remove_mean
+from gaga.diffusion.samplers import Adaptive, Chain, run
 
 REFERENCE = REPO_ROOT / "experiments" / "molfm_reference" / "sampling"
 pytestmark = pytest.mark.skipif(not (REFERENCE / "cnf_models.py").exists(), reason="EquiFM's release not present")
@@ -97,10 +96,10 @@ def test_velocity_field_and_a_dopri5_solve_match_the_release(reference):
         released = flows.decode_chain(z, [1.0, 0.5], node_mask, edge_mask, None)[-1].reshape(molecules * atoms, -1)
         frames = {}
 
-        def keep(t, pos, h):
-            frames[t] = torch.cat([pos, h], 1)
+        def keep(step, pos, h):
+            frames[step / 1000] = torch.cat([pos, h], 1)
 
-        project = lambda p, q: (remove_mean(p, batch, molecules), q)  # noqa: E731
-        integrate_adaptive(field, flat[:, :3], flat[:, 3:], batch, 1.0, project, keep_times=[1.0, 0.5], keep_frame=keep)
+        chain = Chain(field, FlowPath(1000, "hybrid"), batch)  # zero CoM, features as they are
+        run(Adaptive(), chain, lambda final: final, flat[:, :3], flat[:, 3:], [1000, 500], None, keep)  # to t = 0.5
     torch.testing.assert_close(frames[0.5], released, rtol=1e-4, atol=1e-4)
     assert np.isfinite(released.numpy()).all()

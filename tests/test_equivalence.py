@@ -18,7 +18,7 @@ import torch
 
 from gaga.config import REPO_ROOT
 from gaga.diffusion.forward import remove_mean
-from gaga.diffusion.samplers import OneHotDecoder, ancestral_sample
+from gaga.diffusion.samplers import Ancestral, Chain, OneHotDecoder, run
 from tests.conftest import tiny_setup
 
 _spec = importlib.util.spec_from_file_location("reference_code", REPO_ROOT / "experiments" / "reference_code.py")
@@ -200,16 +200,13 @@ def _one_reverse_step(ours, decode, released, width, pos, h, batch, generator):
     tape = ref.NoiseTape(batch.batch)
     with torch.no_grad():
         with tape.record():
-            output = ancestral_sample(
-                ours.net,
-                ours.schedule,
+            output = run(
+                Ancestral(),
+                Chain(ours.net, ours.schedule, batch.batch, generator=generator),
                 decode,
                 pos,
                 h,
-                batch.batch,
-                batch.num_graphs,
-                t_start=1,
-                generator=generator,
+                Ancestral().steps(1, ours.schedule.timesteps),
                 keep_frame=lambda step, p, f: frames.append((p.clone(), f.clone())),
             )
         node_mask, edges = ref.masks(batch.batch)

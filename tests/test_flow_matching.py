@@ -12,16 +12,10 @@ from scipy.spatial.transform import Rotation
 
 from gaga.callbacks.gaussianity import GaussianityCallback
 from gaga.data.elements import QM9_ATOMS
-from gaga.diffusion.flow_matching import (
-    equivariant_ot,
-    integrate,
-    integrate_adaptive,
-    ode_nll,
-    ot_couple,
-    velocity_loss,
-)
+from gaga.diffusion.flow_matching import equivariant_ot, ode_nll, ot_couple, velocity_loss
 from gaga.diffusion.flow_path import FlowPath, LinearPath
 from gaga.diffusion.forward import remove_mean
+from gaga.diffusion.samplers import Adaptive, Chain, Euler, Heun, run
 from gaga.gaussianity import FEATURES, POSITIONS, StartGaussian, molecule_blocks
 from tests.conftest import quiet_trainer, tiny_setup
 
@@ -200,14 +194,18 @@ def test_ode_with_the_analytic_velocity_recovers_the_data_gaussian(method, t_sta
     def analytic(pos, h, t, batch):
         return torch.zeros_like(pos), h * _analytic_gain(t[batch, None].to(h))
 
-    pos, unchanged = torch.zeros(n, 3, dtype=torch.float64), lambda p, q: (p, q)
+    pos, start_step = torch.zeros(n, 3, dtype=torch.float64), round(t_start * 1000)
+    chain = Chain(analytic, LinearPath(1000), batch)  # one atom per molecule: only the (zero) positions projected
     if method == "adaptive":
         pytest.importorskip("torchdiffeq")  # a core dependency since dopri5 became the default sampler
-        _, h_0, evaluations = integrate_adaptive(analytic, pos, h, batch, t_start, unchanged)
+        final = run(Adaptive(), chain, lambda final: final, pos, h, Adaptive().steps(start_step, 1000))
+        h_0, evaluations = final.h, final.num_evaluations
         assert 6 <= evaluations < 500  # dopri5: six evaluations a step, a handful of steps on this smooth field
     else:
-        times = list(np.linspace(t_start, 0.0, 201 if method == "euler" else 51))
-        _, h_0, evaluations = integrate(analytic, pos, h, batch, times, method, unchanged)
+        sampler = {"euler": Euler, "heun": Heun}[method](start_step // (200 if method == "euler" else 50))
+        times = sampler.steps(start_step, 1000)
+        final = run(sampler, chain, lambda final: final, pos, h, times)
+        h_0, evaluations = final.h, final.num_evaluations
         assert evaluations == (len(times) - 1) * (2 if method == "heun" else 1)
     assert float(h_0.var()) == pytest.approx(SIGMA2, rel=0.03) and abs(float(h_0.mean())) < 0.01
 
@@ -358,6 +356,12 @@ def test_samples_have_zero_centre_of_mass_and_count_evaluations(sampler, evaluat
     assert output.num_evaluations == evaluations if evaluations else output.num_evaluations >= 6
     with pytest.raises(ValueError, match="unknown sampler 'ancestral' for flow_matching"):
         model.sample(torch.tensor([3]), "ancestral")
+
+
+def test_the_adaptive_sampler_takes_the_models_tolerance():
+    _, model = tiny_setup("flow_matching", ode_tolerance=1e-3)
+    assert model.build_sampler() == Adaptive(rtol=1e-3, atol=1e-3)
+    assert model.build_sampler("heun", stride=5) == Heun(stride=5)
 
 
 def test_callback_finds_t_star_on_the_path_and_caches_it_under_the_backbone(tmp_path):

@@ -1,8 +1,9 @@
 """Flow matching (EquiFM, Song et al. 2023) on PyG-style batches, on a `gaga.diffusion.flow_path.FlowPath`.
 
 The velocity regression loss, EquiFM's equivariant optimal-transport coupling of noise to data (all-atom Hungarian
-assignment alternated with Kabsch, then one assignment on the rotated noise), ODE sampling (Euler, Heun, adaptive
-dopri5 through `torchdiffeq`) and the continuous density by the instantaneous change of variables.
+assignment alternated with Kabsch, then one assignment on the rotated noise) and the continuous density by the
+instantaneous change of variables (dopri5 through `torchdiffeq`); the ODE samplers (Euler, Heun, dopri5) are in
+`gaga.diffusion.samplers`.
 A velocity field is called like a denoiser: v(pos_t, h_t, t, batch) -> (v_pos, v_h), t in [0, 1]
 (`FlowPath.field(net)` turns a network trained on a path into one).
 """
@@ -10,7 +11,6 @@ A velocity field is called like a denoiser: v(pos_t, h_t, t, batch) -> (v_pos, v
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -107,84 +107,8 @@ def ot_couple(
     return torch.from_numpy(coupled).to(eps_pos), eps_h[rows]
 
 
-def integrate(
-    velocity: Denoiser,
-    pos: torch.Tensor,
-    h: torch.Tensor,
-    batch: torch.Tensor,
-    times: list[float],
-    method: str,
-    project: Callable,
-    on_step: Callable[[], None] | None = None,
-    keep_frame: Callable[[float, torch.Tensor, torch.Tensor], None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Integrate dz/dt = v from times[0] down to times[-1] with Euler or Heun steps; returns (pos, h, NFE).
-
-    `keep_frame`, when given, receives (time, pos, h) at times[0] and after every step."""
-    num_graphs = int(batch.max()) + 1
-    evaluations = 0
-
-    def field(pos_t, h_t, t: float):
-        nonlocal evaluations
-        evaluations += 1
-        return velocity(pos_t, h_t, torch.full((num_graphs,), t, device=pos_t.device), batch)
-
-    if keep_frame is not None:
-        keep_frame(times[0], pos, h)
-    for t, s in zip(times[:-1], times[1:], strict=True):
-        dt = s - t
-        v_pos, v_h = field(pos, h, t)
-        if method == "heun":
-            pred_pos, pred_h = project(pos + dt * v_pos, h + dt * v_h)
-            w_pos, w_h = field(pred_pos, pred_h, s)
-            v_pos, v_h = 0.5 * (v_pos + w_pos), 0.5 * (v_h + w_h)
-        pos, h = project(pos + dt * v_pos, h + dt * v_h)
-        if on_step is not None:
-            on_step()
-        if keep_frame is not None:
-            keep_frame(s, pos, h)
-    return pos, h, evaluations
-
-
-def integrate_adaptive(
-    velocity: Denoiser,
-    pos: torch.Tensor,
-    h: torch.Tensor,
-    batch: torch.Tensor,
-    t_start: float,
-    project: Callable,
-    rtol: float = DEFAULT_TOLERANCE,
-    atol: float = DEFAULT_TOLERANCE,
-    keep_times: list[float] | None = None,
-    keep_frame: Callable[[float, torch.Tensor, torch.Tensor], None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Integrate from t_start to 0 with torchdiffeq's adaptive dopri5 (EquiFM's sampler: rtol = atol = 1e-4);
-    returns (pos, h, NFE).
-
-    `keep_frame`, when given, receives (time, pos, h) at each of `keep_times` (from t_start down to 0): dopri5's
-    dense output there, the steps it takes unchanged."""
-    odeint = _odeint("sampler=adaptive")
-    num_graphs, width = int(batch.max()) + 1, pos.shape[1]
-    evaluations = 0
-
-    def field(t, state):
-        nonlocal evaluations
-        evaluations += 1
-        pos_t, h_t = project(state[:, :width], state[:, width:])
-        v_pos, v_h = velocity(pos_t, h_t, t.expand(num_graphs).to(state), batch)
-        return torch.cat([v_pos, v_h], dim=1)
-
-    times = keep_times if keep_frame is not None and keep_times else [t_start, 0.0]
-    span = torch.tensor(times, dtype=pos.dtype, device=pos.device)
-    states = odeint(field, torch.cat([pos, h], dim=1), span, method="dopri5", rtol=rtol, atol=atol)
-    if keep_frame is not None:
-        for t, state in zip(times, states, strict=True):
-            keep_frame(t, *project(state[:, :width], state[:, width:]))
-    pos, h = project(states[-1][:, :width], states[-1][:, width:])
-    return pos, h, evaluations
-
-
-def _odeint(what: str):
+def require_odeint(what: str):
+    """torchdiffeq's odeint; ImportError naming `what` needs it when torchdiffeq is missing."""
     try:
         from torchdiffeq import odeint
     except ImportError as error:
@@ -238,7 +162,7 @@ def ode_nll(
     zero-meaned features). Features that keep their mean (`start.mean_h` [F]) are scored per column under
     N(mean_h, variance_h).
     """
-    odeint = _odeint("the ODE likelihood (backbone.ode_likelihood=true)")
+    odeint = require_odeint("the ODE likelihood (backbone.ode_likelihood=true)")
     with torch.inference_mode(False):  # Lightning validates in inference mode: probes must be normal tensors
         probes = [
             tuple(p.clone() for p in pair)

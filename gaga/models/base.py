@@ -1,11 +1,12 @@
 """The backbone interface the rest of gaga talks to, and the Lightning steps every backbone shares.
 
 `DiffusionBackbone` holds the settings, GAGA's truncation (T* and the start Gaussian), the training, validation and
-test steps, and the sampling loop (start Gaussian, option checks, the backbone's `reverse`). What the steps call lives
-in small modules: EMA (ema.py), the gradient guard with non-finite skipping and EDM's clipping (gradient_guard.py),
-the step log (step_log.py), checkpoint entries and loading (checkpoints.py); what EDM and GeoLDM share on top is
-vp.py. A backbone supplies the space it diffuses in (`diffusion_state`), its objectives (`training_terms`,
-`nll_terms`), its samplers (`sampler_options`, `reverse`) and its decoder (`decode`).
+test steps, and sampling (the sampler object from the user's options, its grid from the start step, the start
+Gaussian, gaga.diffusion.samplers' loop). What the steps call lives in small modules: EMA (ema.py), the gradient guard
+with non-finite skipping and EDM's clipping (gradient_guard.py), the step log (step_log.py), checkpoint entries and
+loading (checkpoints.py); what EDM and GeoLDM share on top is vp.py. A backbone supplies the space it diffuses in
+(`diffusion_state`), its objectives (`training_terms`, `nll_terms`), its samplers (`samplers`: sampler classes; the
+network they call, `sampling_network`, is the denoiser unless it says otherwise) and its decoder (`decode`).
 
 A conditional model (its `dataset` description has "conditioning": gaga.data.datamodule's
 `conditioning_description`) normalises the molecules' properties into a context [B, k] (`context`, `batch_context`)
@@ -34,7 +35,15 @@ from torch_geometric.data.data import BaseData
 from gaga.data.properties import PropertyGivenSize, PropertyNorms
 from gaga.diffusion.forward import Normalizer, remove_mean
 from gaga.diffusion.losses import log_prob_num_atoms
-from gaga.diffusion.samplers import FinalState, FrameCallback, SamplerOutput
+from gaga.diffusion.samplers import (
+    Chain,
+    FinalState,
+    FrameCallback,
+    Sampler,
+    SamplerOutput,
+    make_sampler,
+    run,
+)
 from gaga.diffusion.schedules import NoiseSchedule
 from gaga.gaussianity import FEATURES, POSITIONS
 from gaga.models.build import build
@@ -368,12 +377,18 @@ class DiffusionBackbone(pl.LightningModule):
         """Width F of the feature block the diffusion runs on."""
         return self.net.num_features
 
-    # each sampler and the options it uses besides `start`; the first is the default (`sampler="auto"`)
-    sampler_options: dict[str, tuple[str, ...]] = {}
+    # the sampler classes (gaga.diffusion.samplers) the backbone runs; the first is the default (`sampler="auto"`)
+    samplers: tuple[type[Sampler], ...] = ()
 
     @property
-    def samplers(self) -> tuple[str, ...]:
-        return tuple(self.sampler_options)
+    def sampler_settings(self) -> dict:
+        """The backbone's own settings of its samplers (flow matching: dopri5's rtol and atol)."""
+        return {}
+
+    def build_sampler(self, name: str = "auto", stride: int = 1, eta: float = 0.0) -> Sampler:
+        """The sampler `name` ("auto": the backbone's first) with the user's options; ValueError naming the fix for
+        an unknown name or an option it does not use."""
+        return make_sampler(name, self.samplers, self.backbone_name, stride=stride, eta=eta, **self.sampler_settings)
 
     @torch.no_grad()
     def sample(
@@ -385,50 +400,47 @@ class DiffusionBackbone(pl.LightningModule):
         eta: float = 0.0,
         use_ema: bool = True,
         generator: torch.Generator | None = None,
-        on_step: Callable[[], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
         keep_frame: FrameCallback | None = None,
         context: torch.Tensor | None = None,
     ) -> tuple[SamplerOutput, torch.Tensor]:
         """Molecules of the given sizes: (sampler output, per-atom molecule index).
 
-        Starts at step `start` (default: T* for a GAGA model, T otherwise) from a draw of the closed-form Gaussian
-        there (`truncation.draw`; the standard normal for a model trained without GAGA), with the zero-mean blocks
-        projected, runs `reverse` to 0 and decodes with the backbone's
-        `decode`. `keep_frame`, when given, receives (step, pos, h) of the start state and of the chain's states
-        down to 0. A conditional model needs the molecules' `context` [B, k] (`context(properties)`); GAGA's start
-        Gaussian is the same for every context: the noised marginal at T* does not depend on it.
+        Builds the sampler once (`build_sampler`: `stride`, `eta` where it uses them) and its grid from step `start`
+        (default: T* for a GAGA model, T otherwise; `Sampler.steps` checks both), draws the start state from the
+        closed-form Gaussian there (`truncation.draw`; the standard normal for a model trained without GAGA), with
+        the zero-mean blocks projected, runs `reverse` to 0 and decodes with the backbone's `decode`. `keep_frame`,
+        when given, receives (step, pos, h) of the start state and of the chain's states down to 0. A conditional
+        model needs the molecules' `context` [B, k] (`context(properties)`); GAGA's start Gaussian is the same for
+        every context: the noised marginal at T* does not depend on it.
         """
         if (context is None) != (self.property_norms is None):
             raise ValueError(f"a context of {self.context_width} properties per molecule is required (got none)")
-        sampler = self.samplers[0] if sampler == "auto" else sampler
-        if sampler not in self.samplers:
-            raise ValueError(f"unknown sampler {sampler!r} for {self.backbone_name}: use one of {list(self.samplers)}")
+        chosen = self.build_sampler(sampler, stride, eta)
         device = self.device
         num_atoms = num_atoms.to(device)
         batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=device), num_atoms)
         start = self.truncation.start_step if start is None else int(start)
-        check_start(start, stride, self.schedule.timesteps)
-        for option, value, default in (("stride", stride, 1), ("eta", eta, 0.0)):
-            if value != default and option not in self.sampler_options[sampler]:
-                users = [name for name, options in self.sampler_options.items() if option in options]
-                raise ValueError(
-                    f"{option}={value}: sampler={sampler} does not use it (only {', '.join(users) or 'no sampler'} "
-                    f"of {self.backbone_name} does); leave it at {default}"
-                )
+        steps = chosen.steps(start, self.schedule.timesteps)
         pos, h = self.truncation.draw(
             batch, self.feature_width, self.zero_mean_blocks, len(num_atoms), generator, start
         )
-        output = self.reverse(
-            pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame, context
-        )
+        output = self.reverse(pos, h, batch, chosen, steps, use_ema, generator, on_step, keep_frame, context)
         return output, batch
 
     def reverse(
-        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None, context=None
+        self, pos, h, batch, sampler, steps, use_ema, generator, on_step, keep_frame=None, context=None
     ) -> SamplerOutput:
-        """The reverse-time chain (or ODE) from state (pos, h) at step `start` down to 0, then the decoding; the
-        networks read `context`."""
-        raise NotImplementedError
+        """`sampler` (the reverse chain, or the ODE) from state (pos, h) at steps[0] down its grid `steps` to 0, then
+        `decode`; the networks read `context`."""
+        network = self.sampling_network(context, use_ema)
+        chain = Chain(network, self.schedule, batch, bool(self.hparams.zero_mean_features), generator)
+        decode = functools.partial(self.decode, use_ema=use_ema, context=context)
+        return run(sampler, chain, decode, pos, h, steps, on_step, keep_frame)
+
+    def sampling_network(self, context: torch.Tensor | None, use_ema: bool) -> Callable:
+        """The network the samplers call, (pos, h, t, batch) with `context` bound: the (EMA) denoiser."""
+        return self.denoiser(context, use_ema)
 
     # --- checkpoints --------------------------------------------------------------------------------
 
@@ -440,22 +452,6 @@ class DiffusionBackbone(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.gradient_guard.load_state(checkpoint.get("grad_norms"))
         self.set_truncation(truncation_record(checkpoint))
-
-
-def check_start(start: int, stride: int, timesteps: int) -> None:
-    """ValueError naming the setting when sampling cannot start at step `start` with steps of `stride`."""
-    if not 1 <= start <= timesteps:
-        raise ValueError(
-            f"start={start}: sampling starts at a step in 1..{timesteps} (the model's T); use start=auto (T* with "
-            "GAGA), start=T or a step in that range"
-        )
-    if stride < 1 or start % stride:
-        divisors = [d for d in range(2, min(start, 10) + 1) if start % d == 0]
-        raise ValueError(
-            f"stride={stride} must be a positive divisor of the start step {start} (e.g. 1"
-            + "".join(f", {d}" for d in divisors)
-            + ")"
-        )
 
 
 def weights_digest(module: torch.nn.Module) -> str:

@@ -14,17 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from gaga.diffusion.flow_matching import (
-    LOSS_NORMALISATIONS,
-    integrate,
-    integrate_adaptive,
-    ode_nll,
-    ot_couple,
-    velocity_loss,
-)
+from gaga.diffusion.flow_matching import LOSS_NORMALISATIONS, ode_nll, ot_couple, velocity_loss
 from gaga.diffusion.flow_path import FlowPath, LinearPath
-from gaga.diffusion.forward import project_state, remove_mean, sample_noise
-from gaga.diffusion.samplers import FinalState, OneHotDecoder, SamplerOutput
+from gaga.diffusion.forward import remove_mean, sample_noise
+from gaga.diffusion.samplers import Adaptive, Euler, FinalState, Heun, OneHotDecoder, SamplerOutput
 from gaga.models.base import DiffusionBackbone
 from gaga.models.build import build
 from gaga.nn.graph import float32
@@ -52,7 +45,7 @@ class FlowMatching(DiffusionBackbone):
     """
 
     backbone_name = "flow_matching"
-    sampler_options = {"adaptive": (), "euler": ("stride",), "heun": ("stride",)}
+    samplers = (Adaptive, Euler, Heun)
     validation_metrics = ("val/loss", "val/density_nll")
 
     def __init__(
@@ -102,6 +95,10 @@ class FlowMatching(DiffusionBackbone):
     def field(self, context: torch.Tensor | None, use_ema: bool = True):
         """The velocity field dz/dt of the (EMA) network, reading `context`, on this path."""
         return self.schedule.field(self.denoiser(context, use_ema))
+
+    def sampling_network(self, context: torch.Tensor | None, use_ema: bool):
+        """The samplers integrate the velocity field (`field`)."""
+        return self.field(context, use_ema)
 
     # --- objectives -------------------------------------------------------------------------------
 
@@ -154,6 +151,10 @@ class FlowMatching(DiffusionBackbone):
     def tolerance(self) -> float:
         return float(self.hparams.get("ode_tolerance", 1e-4))
 
+    @property
+    def sampler_settings(self) -> dict:
+        return {"rtol": self.tolerance, "atol": self.tolerance}
+
     def _evaluate(self, batch, stream: int, batch_idx: int, stage: str) -> None:
         """{stage}/loss, the velocity loss of the EMA network on fixed noise; with ode_likelihood {stage}/density_nll,
         -log of the continuous density (named apart from EDM's discrete NLL, which it does not estimate)."""
@@ -176,40 +177,6 @@ class FlowMatching(DiffusionBackbone):
     def decode(self, final: FinalState, use_ema: bool = True, context: torch.Tensor | None = None) -> SamplerOutput:
         """A state of the path read as atoms (coordinates in Angstrom, the argmax of the one-hot), as EDM's."""
         return OneHotDecoder(self.normalizer)(final)
-
-    def reverse(
-        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None, context=None
-    ) -> SamplerOutput:
-        """Integrate the learned ODE (its network reading `context`) from step `start` to 0 (Euler / Heun on the
-        strided grid, or adaptive); `keep_frame` receives (step, pos, h) at every step of the strided grid. `sample`
-        has checked start and stride."""
-        num_graphs = int(batch.max()) + 1
-        zero_mean = bool(self.hparams.zero_mean_features)
-
-        def project(pos_t, h_t):
-            return project_state(pos_t, h_t, batch, num_graphs, zero_mean)
-
-        velocity = self.field(context, use_ema)
-        pos, h = project(pos, h)
-        timesteps = self.schedule.timesteps
-        times = [step / timesteps for step in range(start, -1, -stride)]
-        at_step = None if keep_frame is None else lambda t, pos_t, h_t: keep_frame(round(t * timesteps), pos_t, h_t)
-        if sampler == "adaptive":
-            pos, h, evaluations = integrate_adaptive(
-                velocity,
-                pos,
-                h,
-                batch,
-                start / timesteps,
-                project,
-                self.tolerance,
-                self.tolerance,
-                keep_times=times,
-                keep_frame=at_step,
-            )
-        else:
-            pos, h, evaluations = integrate(velocity, pos, h, batch, times, sampler, project, on_step, at_step)
-        return self.decode(FinalState.noise_free(pos, h, batch, evaluations), use_ema, context)
 
 
 def check_coupling(ot_coupling: bool, truncated: bool) -> None:

@@ -11,7 +11,7 @@ import math
 import torch
 
 from gaga.diffusion.losses import l2_loss, nll_estimate
-from gaga.diffusion.samplers import SamplerOutput, ancestral_sample, ddim_sample
+from gaga.diffusion.samplers import DDIM, Ancestral
 from gaga.models.base import DiffusionBackbone
 
 
@@ -19,8 +19,8 @@ class VPDiffusion(DiffusionBackbone):
     """A DiffusionBackbone on EDM's variance-preserving process; a subclass supplies `feature_nll` (its t = 0 term
     of the features) and `decode` besides the base interface."""
 
-    # EDM's samplers and the options each uses besides `start`; the first is the default
-    sampler_options: dict[str, tuple[str, ...]] = {"ancestral": ("stride",), "ddim": ("stride", "eta")}
+    # EDM's samplers; the first is the default
+    samplers = (Ancestral, DDIM)
 
     def diffusion_loss(self, pos, h, batch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """EDM's l2 loss of the clean state (pos, h) per molecule, t ~ U{0..T*}, and the steps drawn; the t = 0
@@ -54,27 +54,6 @@ class VPDiffusion(DiffusionBackbone):
             zero_mean_features=self.hparams.zero_mean_features,
             generator=generator,
         )
-
-    def reverse(
-        self, pos, h, batch, start, sampler, stride, eta, use_ema, generator, on_step, keep_frame=None, context=None
-    ) -> SamplerOutput:
-        """The reverse-time chain from state (pos, h) at step `start` down to 0, then `decode`: EDM's samplers."""
-        common = dict(
-            denoiser=self.denoiser(context, use_ema),
-            schedule=self.schedule,
-            decode=lambda final: self.decode(final, use_ema, context),
-            pos=pos,
-            h=h,
-            batch=batch,
-            num_graphs=int(batch.max()) + 1,
-            t_start=start,
-            stride=stride,
-            zero_mean_features=bool(self.hparams.zero_mean_features),
-            generator=generator,
-            on_step=on_step,
-            keep_frame=keep_frame,
-        )
-        return ancestral_sample(**common) if sampler == "ancestral" else ddim_sample(**common, eta=eta)
 
 
 def split_by_step(loss: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Denoising chains as pictures: a strip (one row per molecule, one column per kept step) and an animated GIF
 (all chains side by side, one frame per kept step, the final molecules held longest). The first frame is the
-start state (GAGA: the reference Gaussian at T*), the last the sampler's final molecules."""
+start state (GAGA: the start Gaussian at T*), the last the sampler's final molecules."""
 
 from __future__ import annotations
 
