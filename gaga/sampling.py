@@ -80,7 +80,7 @@ def decode_frame(model, pos: torch.Tensor, h: torch.Tensor, batch: torch.Tensor,
     """A chain state read as molecules by the backbone's own `decode`, noise-free: z itself taken as the data
     (alpha_0 = 1, sigma_0 = 0), as EDM's and GeoLDM's chain pictures do (GeoLDM: its decoder on the latents, reading
     the molecules' `context` when conditional)."""
-    from gaga.diffusion.samplers import FinalState
+    from gaga.diffusion.decoding import FinalState
 
     return model.decode(FinalState.noise_free(pos, h, batch, 0), use_ema, context)
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from gaga.diffusion.decoding import OneHotDecoder
 from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
 from gaga.diffusion.losses import OneHotLikelihood, l2_loss, nll_estimate
-from gaga.diffusion.samplers import DDIM, Ancestral, Chain, OneHotDecoder, run
+from gaga.diffusion.samplers import DDIM, Ancestral, Chain, run
 from gaga.diffusion.schedules import NoiseSchedule
 
 SCHEDULE = NoiseSchedule("polynomial_2", 1000, 1e-5)

@@ -7,9 +7,10 @@ The quality of the samples against exact denoisers is tested in test_diffusion_o
 import pytest
 import torch
 
+from gaga.diffusion.decoding import OneHotDecoder
 from gaga.diffusion.flow_path import LinearPath
 from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
-from gaga.diffusion.samplers import DDIM, Adaptive, Ancestral, Chain, Euler, Heun, OneHotDecoder, make_sampler, run
+from gaga.diffusion.samplers import DDIM, Adaptive, Ancestral, Chain, Euler, Heun, make_sampler, run
 from gaga.diffusion.schedules import NoiseSchedule
 from gaga.nn import EGNNDynamics
 

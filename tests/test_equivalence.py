@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from gaga.config import REPO_ROOT
+from gaga.diffusion.decoding import OneHotDecoder
 from gaga.diffusion.forward import remove_mean
-from gaga.diffusion.samplers import Ancestral, Chain, OneHotDecoder, run
+from gaga.diffusion.samplers import Ancestral, Chain, run
 from tests.conftest import tiny_setup
 
 _spec = importlib.util.spec_from_file_location("reference_code", REPO_ROOT / "experiments" / "reference_code.py")

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch.nn import functional as F
 
+from gaga.diffusion.decoding import Decoder, FinalState, SamplerOutput
 from gaga.diffusion.flow_matching import DEFAULT_TOLERANCE, require_odeint
 from gaga.diffusion.flow_path import FlowPath
-from gaga.diffusion.forward import Normalizer, project_state, remove_mean, sample_noise, sample_zero_com_noise
+from gaga.diffusion.forward import project_state, sample_noise
 from gaga.diffusion.losses import Denoiser
 from gaga.diffusion.schedules import NoiseSchedule
 
@@ -26,83 +27,6 @@ from gaga.diffusion.schedules import NoiseSchedule
 FrameCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 # sample.py's sampler options and their defaults (an option left at its default is not set)
 OPTION_DEFAULTS = {"stride": 1, "eta": 0.0}
-
-
-@dataclass
-class SamplerOutput:
-    """Generated molecules as flat tensors, plus the number of denoiser calls it took."""
-
-    pos: torch.Tensor  # [N, 3] in Angstrom, zero centre of mass per molecule
-    atom_types: torch.Tensor  # [N] type index (argmax of the one-hot)
-    charges: torch.Tensor | None  # [N] rounded charges, None without include_charges
-    num_evaluations: int
-
-
-@dataclass
-class FinalState:
-    """The chain's last state z_0, the denoiser's noise prediction at t = 0 and what p(x, h | z_0) needs.
-
-    `sample_data` draws from EDM's p(x | z_0) = N((z_0 - sigma_0 eps_hat) / alpha_0, (noise_scale sigma_0 /
-    alpha_0)^2) for one block; a decoder calls it for the blocks it uses, positions first.
-    """
-
-    pos: torch.Tensor
-    h: torch.Tensor
-    eps_pos: torch.Tensor
-    eps_h: torch.Tensor
-    alpha_0: torch.Tensor
-    sigma_0: torch.Tensor
-    noise_scale: float
-    batch: torch.Tensor
-    num_graphs: int
-    num_evaluations: int
-    generator: torch.Generator | None
-
-    @classmethod
-    def noise_free(cls, pos: torch.Tensor, h: torch.Tensor, batch: torch.Tensor, num_evaluations: int) -> FinalState:
-        """A state read as data as it is (alpha_0 = 1, sigma_0 = 0, no noise drawn): an ODE's end point, or a chain
-        frame for pictures."""
-        one, zero = torch.ones((), device=pos.device), torch.zeros((), device=pos.device)
-        zeros = torch.zeros_like(pos), torch.zeros_like(h)
-        return cls(pos, h, *zeros, one, zero, 0.0, batch, int(batch.max()) + 1, num_evaluations, None)
-
-    def sample_data(self, z: torch.Tensor, eps: torch.Tensor, zero_mean: bool = True) -> torch.Tensor:
-        """x ~ p(x | z_0) for the block (z, eps); `zero_mean` draws zero-CoM noise and projects x; with
-        `noise_scale` 0, the mean, with no draw."""
-        if self.noise_scale == 0.0:
-            x = (z - self.sigma_0 * eps) / self.alpha_0
-            return remove_mean(x, self.batch, self.num_graphs) if zero_mean else x
-        if zero_mean:
-            noise = sample_zero_com_noise(z, self.batch, self.num_graphs, self.generator)
-        else:
-            noise = torch.randn(z.shape, dtype=z.dtype, device=z.device, generator=self.generator)
-        x = (z - self.sigma_0 * eps) / self.alpha_0 + self.noise_scale * (self.sigma_0 / self.alpha_0) * noise
-        return remove_mean(x, self.batch, self.num_graphs) if zero_mean else x
-
-
-Decoder = Callable[[FinalState], SamplerOutput]
-
-
-@dataclass(frozen=True)
-class OneHotDecoder:
-    """EDM's p(x, h | z_0): x drawn from p(x | z_0) in Angstrom; atom types the argmax of z_0's one-hot columns.
-
-    A known difference from EDM's released code, kept on purpose: without charges, EDM's `sample_p_xh_given_z0`
-    slices `z0[:, :, n_dims:-1]` as if a charge column were last, so it drops the last atom type (QM9: F) and can
-    never generate it. Here the argmax runs over every one-hot column.
-    """
-
-    normalizer: Normalizer
-
-    def __call__(self, final: FinalState) -> SamplerOutput:
-        x = final.sample_data(final.pos, final.eps_pos) * self.normalizer.position_scale
-        onehot, charges = self.normalizer.split(final.h)
-        return SamplerOutput(
-            pos=x,
-            atom_types=onehot.argmax(dim=1),
-            charges=None if charges is None else torch.round(charges).long(),
-            num_evaluations=final.num_evaluations,
-        )
 
 
 @dataclass

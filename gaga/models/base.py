@@ -33,17 +33,10 @@ import torch
 from torch_geometric.data.data import BaseData
 
 from gaga.data.properties import PropertyGivenSize, PropertyNorms
+from gaga.diffusion.decoding import FinalState, SamplerOutput
 from gaga.diffusion.forward import Normalizer, remove_mean
 from gaga.diffusion.losses import log_prob_num_atoms
-from gaga.diffusion.samplers import (
-    Chain,
-    FinalState,
-    FrameCallback,
-    Sampler,
-    SamplerOutput,
-    make_sampler,
-    run,
-)
+from gaga.diffusion.samplers import Chain, FrameCallback, Sampler, make_sampler, run
 from gaga.diffusion.schedules import NoiseSchedule
 from gaga.gaussianity import FEATURES, POSITIONS
 from gaga.models.build import build

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from gaga.diffusion.decoding import FinalState, OneHotDecoder, SamplerOutput
 from gaga.diffusion.forward import remove_mean
 from gaga.diffusion.losses import OneHotLikelihood
-from gaga.diffusion.samplers import FinalState, OneHotDecoder, SamplerOutput
 from gaga.models.build import build
 from gaga.models.gradient_guard import NonFiniteLossError
 from gaga.models.vp import VPDiffusion, split_by_step

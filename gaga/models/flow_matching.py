@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import torch
 
+from gaga.diffusion.decoding import FinalState, OneHotDecoder, SamplerOutput
 from gaga.diffusion.flow_matching import LOSS_NORMALISATIONS, ode_nll, ot_couple, velocity_loss
 from gaga.diffusion.flow_path import FlowPath, LinearPath
 from gaga.diffusion.forward import remove_mean, sample_noise
-from gaga.diffusion.samplers import Adaptive, Euler, FinalState, Heun, OneHotDecoder, SamplerOutput
+from gaga.diffusion.samplers import Adaptive, Euler, Heun
 from gaga.models.base import DiffusionBackbone
 from gaga.models.build import build
 from gaga.nn.graph import float32

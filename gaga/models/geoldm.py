@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from gaga.diffusion.decoding import FinalState, SamplerOutput
 from gaga.diffusion.forward import Normalizer, remove_mean, sample_noise
 from gaga.diffusion.losses import (
     GaussianLikelihood,
@@ -23,7 +24,6 @@ from gaga.diffusion.losses import (
     per_molecule_sum,
     reconstruction_error,
 )
-from gaga.diffusion.samplers import FinalState, SamplerOutput
 from gaga.models.base import weights_digest
 from gaga.models.build import build
 from gaga.models.vp import VPDiffusion, split_by_step
