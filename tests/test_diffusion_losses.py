@@ -10,7 +10,7 @@ import torch
 from scipy.stats import norm
 
 from gaga.data.elements import QM9_ATOMS
-from gaga.diffusion.forward import Normalizer, remove_mean
+from gaga.diffusion.forward import Normalizer, StartGaussian, remove_mean
 from gaga.diffusion.losses import (
     OneHotLikelihood,
     ZeroStep,
@@ -20,7 +20,6 @@ from gaga.diffusion.losses import (
     nll_estimate,
 )
 from gaga.diffusion.schedules import NoiseSchedule
-from gaga.gaussianity import StartGaussian
 from gaga.nn import EGNNDynamics
 
 NORMALIZER = Normalizer.from_edm([1, 4, 10], include_charges=True)  # EDM's QM9 setting

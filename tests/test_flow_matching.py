@@ -14,9 +14,9 @@ from gaga.callbacks.gaussianity import GaussianityCallback
 from gaga.data.elements import QM9_ATOMS
 from gaga.diffusion.flow_matching import equivariant_ot, ode_nll, ot_couple, velocity_loss
 from gaga.diffusion.flow_path import FlowPath, LinearPath
-from gaga.diffusion.forward import remove_mean
+from gaga.diffusion.forward import StartGaussian, remove_mean
 from gaga.diffusion.samplers import Adaptive, Chain, Euler, Heun, run
-from gaga.gaussianity import FEATURES, POSITIONS, StartGaussian, molecule_blocks
+from gaga.gaussianity import FEATURES, POSITIONS, molecule_blocks
 from tests.conftest import quiet_trainer, tiny_setup
 
 HYBRID = {"_target_": "gaga.diffusion.flow_path.FlowPath", "timesteps": 1000, "kind": "hybrid", "sigma_min": 1e-4}

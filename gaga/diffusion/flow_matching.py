@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from gaga.diffusion.flow_path import FEATURES, POSITIONS
-from gaga.diffusion.forward import project_state, remove_mean, sample_noise, state_dimensions
+from gaga.diffusion.forward import StartGaussian, project_state, remove_mean, sample_noise, state_dimensions
 from gaga.diffusion.losses import Denoiser, per_molecule_sum
-from gaga.gaussianity.closed_form import StartGaussian
 
 LOSS_NORMALISATIONS = ("padded", "atom_mean")
 OT_MAX_ITERATIONS = 50

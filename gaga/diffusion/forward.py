@@ -1,4 +1,5 @@
-"""EDM's forward (noising) process on PyG-style batches: zero-CoM projection, noise, normalisation, z_t.
+"""EDM's forward (noising) process on PyG-style batches: zero-CoM projection, noise, normalisation, z_t, and the
+Gaussian of z_t at one step that a truncated chain starts from (`StartGaussian`).
 
 A batch is flat: `pos` [N, 3], `h` [N, F] and `batch` [N] (molecule index of each atom, sorted, 0..B-1).
 """
@@ -87,6 +88,19 @@ def diffuse(
 
 # EDM's normalize_factors for (positions, one-hot, charges): the one place these numbers live.
 EDM_NORM_VALUES = (1.0, 4.0, 10.0)
+
+
+@dataclass(frozen=True)
+class StartGaussian:
+    """The closed-form Gaussian of the noised state z at `step`: coordinates N(0, variance_pos) per degree of
+    freedom; features N(0, variance_h) (zero-meaned features, or EDM's standard normal), or per column
+    N(mean_h, variance_h) with `mean_h` [F] and `variance_h` [F] for features that keep their mean. The default at
+    step T is EDM's prior, N(0, I)."""
+
+    step: int
+    variance_pos: float = 1.0
+    variance_h: float | torch.Tensor = 1.0
+    mean_h: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ import torch
 from torch.nn import functional as F
 from torch_geometric.utils import degree, scatter
 
-from gaga.diffusion.forward import Normalizer, diffuse, remove_mean, state_dimensions
+from gaga.diffusion.forward import Normalizer, StartGaussian, diffuse, remove_mean, state_dimensions
 from gaga.diffusion.schedules import NoiseSchedule
-from gaga.gaussianity.closed_form import StartGaussian
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

@@ -4,13 +4,7 @@ Plain numpy/torch; `find_t_star` is the entry point, `sample_reference_gaussian`
 """
 
 from gaga.gaussianity.blocks import FEATURES, POSITIONS, center_per_molecule, molecule_blocks
-from gaga.gaussianity.closed_form import (
-    StartGaussian,
-    marginal_mean,
-    marginal_variance,
-    reference_std,
-    sample_reference_gaussian,
-)
+from gaga.gaussianity.closed_form import marginal_mean, marginal_variance, reference_std, sample_reference_gaussian
 from gaga.gaussianity.functional import functional_along_t, gaussianity_functional
 from gaga.gaussianity.result import TStarResult
 from gaga.gaussianity.tstar import GaussianitySettings, find_t_star
@@ -20,7 +14,6 @@ __all__ = [
     "FEATURES",
     "POSITIONS",
     "GaussianitySettings",
-    "StartGaussian",
     "TStarResult",
     "VarianceEstimate",
     "center_per_molecule",

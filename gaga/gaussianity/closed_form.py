@@ -3,34 +3,18 @@
 Zero-meaned blocks (the paper): mu_t = 0 and v_t = alpha_bar_t v_hat + (1 - alpha_bar_t) noise per component; with
 unit noise this is the paper's v_t = 1 - alpha_bar_t (1 - v_hat). Blocks that keep their mean (gaga.features=kept):
 per column j, mu_t,j = sqrt(alpha_bar_t) m_j and v_t,j = alpha_bar_t v_j + (1 - alpha_bar_t) (VarianceEstimate.mean).
-GAGA replaces x_T* by a draw from N(mu_T*, v_T*); `StartGaussian` is that Gaussian at one step, as the NLL's prior
-term scores it.
+GAGA replaces x_T* by a draw from N(mu_T*, v_T*) (gaga.diffusion.forward.StartGaussian: that Gaussian at one step).
 alpha_bar may be one value (array) for every block, or a dict block -> value (array) for paths whose blocks move at
 different rates (flow matching's hybrid path: `block_alpha_bar`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from gaga.gaussianity.blocks import POSITIONS
 from gaga.gaussianity.variance import VarianceEstimate
-
-
-@dataclass(frozen=True)
-class StartGaussian:
-    """The closed-form Gaussian of the noised state z at `step`: coordinates N(0, variance_pos) per degree of
-    freedom; features N(0, variance_h) (zero-meaned features, or EDM's standard normal), or per column
-    N(mean_h, variance_h) with `mean_h` [F] and `variance_h` [F] for features that keep their mean. The default at
-    step T is EDM's prior, N(0, I)."""
-
-    step: int
-    variance_pos: float = 1.0
-    variance_h: float | torch.Tensor = 1.0
-    mean_h: torch.Tensor | None = None
 
 
 def block_alpha_bar(alpha_bar, block: str):

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from gaga.diffusion.forward import StartGaussian
 from gaga.gaussianity import (
     FEATURES,
     POSITIONS,
-    StartGaussian,
     VarianceEstimate,
     marginal_mean,
     marginal_variance,
