@@ -6,7 +6,8 @@
 #   bash experiments/quickstart_across_commits.sh BEFORE AFTER [WORKDIR]
 #
 # Each commit runs from its own worktree under WORKDIR (default: a new temporary folder) with its own data cache, on
-# one thread (13 minutes per commit, training and sampling, on the 2-core machine beside other jobs). A step whose output exists in WORKDIR is not redone.
+# one thread (13 minutes per commit, training and sampling, on the 2-core machine beside other jobs). A step whose
+# output exists in WORKDIR is not redone.
 # Afterwards: git worktree remove --force WORKDIR/tree_before WORKDIR/tree_after.
 set -euo pipefail
 before=$1
