@@ -3,7 +3,7 @@
     python experiments/learning_curves.py                    # train every arm to the next milestone, sample, repeat
     python experiments/learning_curves.py --steps 30000 --every 5000 --samples 300
     python experiments/learning_curves.py --save-state       # copy each arm's newest checkpoint into the results
-    python experiments/learning_curves.py --report           # tables and plots from the rows sampled so far
+    python experiments/learning_curves.py --report           # tables, plots and the page's table from the rows so far
     python experiments/learning_curves.py --step-times 60    # seconds per step of each arm (run on a quiet machine)
 
 Arms share the network, data (QM9's full 100,000-molecule training split), batch order, noise streams and seed; their
@@ -264,6 +264,22 @@ def report(args) -> None:
         curves = list(csv.DictReader((args.out / "val_nll.csv").open())) if (args.out / "val_nll.csv").is_file() else []
     plot(rows, curves, step_times(args), args.out / "learning_curves.png")
     print(f"wrote {args.out / 'rows.csv'}, {args.out / 'val_nll.csv'}, {args.out / 'learning_curves.png'}")
+    print(markdown_table(rows))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as the results page's table, by milestone then arm, each figure with its 95 % interval."""
+    columns = [("atom_stability", "atom stability %", 1), ("fragments_per_mol", "fragments / molecule", 2)]
+    columns += [("mol_stability", "molecule stability %", 1), ("validity", "validity %", 1)]
+    columns += [("valid_x_unique", "valid x unique %", 1)]
+    lines = ["| arm | step | start | NFE | " + " | ".join(label for _, label, _ in columns) + " |"]
+    lines.append("|---" * (4 + len(columns)) + "|")
+    for r in sorted(rows, key=lambda r: (r["step"], list(COLOURS).index(r["arm"]))):
+        cells = [f"{r[k]:.{d}f} [{r[k + '_low']:.{d}f}, {r[k + '_high']:.{d}f}]" for k, _, d in columns]
+        lines.append(
+            f"| {r['arm']} | {r['step']:,} | {r['start']} | {r['network_evaluations']} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
 
 
 def step_times(args) -> dict[str, float]:
@@ -324,7 +340,8 @@ def plot(rows: list[dict], curves: list[dict], seconds: dict[str, float], path: 
     for arm in TRAINING_ARMS:
         mine = [c for c in curves if c["arm"] == arm]
         nll.plot([int(c["step"]) for c in mine], [float(c["val_nll"]) for c in mine], label=arm, color=COLOURS[arm])
-    nll.set(xlabel="training step", ylabel="validation NLL bound (nats)", yscale="log", title="GAGA: bound at own T*")
+    nll.set(xlabel="training step", ylabel="validation NLL bound (nats)", title="GAGA: bound at own T*")
+    nll.set_yscale("symlog", linthresh=10)  # EDM's NLL turns negative (a density of continuous coordinates)
     nll.legend(fontsize=7)
     if seconds:
         axes[1][-1].axis("off")
