@@ -20,7 +20,10 @@ every 500 steps) left it, on this machine from `--runs`, on a fresh one from the
 
 Writes under --out: rows.csv (one row per arm and milestone: rates with 95 % Wilson intervals, atom stability and
 fragments per molecule with 95 % bootstrap intervals over molecules, network evaluations), val_nll.csv, and
-learning_curves.png (quality and validation NLL against training step; with step_times.csv, also against hours).
+learning_curves.png (quality and validation NLL against training step; with step_times.csv, also against hours;
+dashed: the threshold for molecules). --report also prints the verdict: each GAGA variant against EDM (beats, ties
+or loses per figure, by whether the 95 % intervals are apart) from the first milestone with molecules (>= 80 % atom
+stability, <= 2 fragments per molecule), and the `gaga.features` default by the issue's rule.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ THREADS = 1
 COLOURS = {"edm": "tab:blue", "gaga_centred": "tab:green", "gaga_kept": "tab:red", "edm_kept_start": "tab:orange"}
 RATES = ("mol_stability", "validity", "valid_x_unique")
 BOOTSTRAP = 2000
+MOLECULES = {"atom_stability": 80.0, "fragments_per_mol": 2.0}  # issue 18: molecules exist at >= 80 % and <= 2
+HIGHER_IS_BETTER = {"atom_stability": True, "fragments_per_mol": False, "mol_stability": True, "validity": True}
+GAGA_ARMS = ("gaga_centred", "gaga_kept")
 
 
 def arm_dir(args, arm: str) -> Path:
@@ -265,6 +271,7 @@ def report(args) -> None:
     plot(rows, curves, step_times(args), args.out / "learning_curves.png")
     print(f"wrote {args.out / 'rows.csv'}, {args.out / 'val_nll.csv'}, {args.out / 'learning_curves.png'}")
     print(markdown_table(rows))
+    print(verdict(rows))
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -279,6 +286,61 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['arm']} | {r['step']:,} | {r['start']} | {r['network_evaluations']} | " + " | ".join(cells) + " |"
         )
+    return "\n".join(lines)
+
+
+def has_molecules(row: dict) -> bool:
+    """The issue's threshold: at least 80 % atom stability and at most 2 fragments per molecule."""
+    return (
+        row["atom_stability"] >= MOLECULES["atom_stability"]
+        and row["fragments_per_mol"] <= MOLECULES["fragments_per_mol"]
+    )
+
+
+def compare(mine: dict, theirs: dict, key: str) -> str:
+    """'beats', 'loses' or 'ties': `mine` against `theirs` on one figure, 'ties' when their 95 % intervals overlap."""
+    if mine[f"{key}_low"] > theirs[f"{key}_high"]:
+        return "beats" if HIGHER_IS_BETTER[key] else "loses"
+    if mine[f"{key}_high"] < theirs[f"{key}_low"]:
+        return "loses" if HIGHER_IS_BETTER[key] else "beats"
+    return "ties"
+
+
+def default_features(rows: list[dict]) -> tuple[str, int | None]:
+    """(the `gaga.features` default by the issue's rule, the step it was decided at): `kept` only if, at the largest
+    step both variants reached, it beats `centred` on some figure with intervals apart and loses on none."""
+    steps = {r["step"] for r in rows if r["arm"] == "gaga_kept"} & {
+        r["step"] for r in rows if r["arm"] == "gaga_centred"
+    }
+    if not steps:
+        return "centred", None
+    largest = max(steps)
+    kept, centred = (next(r for r in rows if r["arm"] == a and r["step"] == largest) for a in GAGA_ARMS[::-1])
+    outcomes = {compare(kept, centred, key) for key in HIGHER_IS_BETTER}
+    return ("kept" if "beats" in outcomes and "loses" not in outcomes else "centred"), largest
+
+
+def verdict(rows: list[dict]) -> str:
+    """Each GAGA variant against EDM at every milestone from the first where some arm has molecules (beats / ties /
+    loses per figure, by whether the 95 % intervals are apart), and the default `gaga.features` by the issue's rule."""
+    first = min((r["step"] for r in rows if has_molecules(r)), default=None)
+    if first is None:
+        return "No arm has molecules yet (>= 80 % atom stability and <= 2 fragments per molecule)."
+    by_key = {(r["arm"], r["step"]): r for r in rows}
+    reached = ", ".join(sorted(r["arm"] for r in rows if r["step"] == first and has_molecules(r)))
+    lines = [f"Molecules from step {first:,} (first: {reached}).", ""]
+    lines += ["| step | variant | molecules | " + " | ".join(f"{key} vs edm" for key in HIGHER_IS_BETTER) + " |"]
+    lines.append("|---" * (3 + len(HIGHER_IS_BETTER)) + "|")
+    for step in sorted({r["step"] for r in rows if r["step"] >= first}):
+        for arm in GAGA_ARMS:
+            if (arm, step) in by_key and ("edm", step) in by_key:
+                mine, edm = by_key[arm, step], by_key["edm", step]
+                cells = [compare(mine, edm, key) for key in HIGHER_IS_BETTER]
+                lines.append(
+                    f"| {step:,} | {arm} | {'yes' if has_molecules(mine) else 'no'} | " + " | ".join(cells) + " |"
+                )
+    features, step = default_features(rows)
+    lines += ["", f"Default gaga.features={features} (kept against centred at step {step:,})."]
     return "\n".join(lines)
 
 
@@ -334,6 +396,8 @@ def plot(rows: list[dict], curves: list[dict], seconds: dict[str, float], path: 
                 low = np.array([r[f"{key}_low"] for r in mine])
                 high = np.array([r[f"{key}_high"] for r in mine])
                 axis.errorbar(x, y, yerr=[y - low, high - y], marker="o", capsize=3, label=arm, color=COLOURS[arm])
+            if key in MOLECULES:  # the threshold for molecules
+                axis.axhline(MOLECULES[key], color="grey", linestyle="--", linewidth=0.8)
             axis.set(xlabel="training step" if line == 0 else "training hours (1 thread)", ylabel=label)
         axes[line][0].legend(fontsize=7)
     nll = axes[0][-1]
