@@ -6,6 +6,7 @@ fault and signal tests' runs.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -83,6 +84,9 @@ def train_forked(*overrides: str, env: dict[str, str] | None = None) -> tuple[in
         try:
             os.environ.update(env or {})
             torch.set_num_threads(1)  # the parent's OpenMP threads do not exist here: a pool would deadlock (libgomp)
+            # Ctrl+C as in a terminal: pytest started in the background by a shell without job control inherits SIGINT
+            # ignored, and so would the run
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             sys.argv = ["train.py", *overrides]
             cli.train()
             code = 0
