@@ -306,18 +306,20 @@ def compare(mine: dict, theirs: dict, key: str) -> str:
     return "ties"
 
 
-def default_features(rows: list[dict]) -> tuple[str, int | None]:
-    """(the `gaga.features` default by the issue's rule, the step it was decided at): `kept` only if, at the largest
-    step both variants reached, it beats `centred` on some figure with intervals apart and loses on none."""
+def default_features(rows: list[dict]) -> tuple[str, int | None, dict[str, str]]:
+    """(the `gaga.features` default by the issue's rule, the step it was decided at, kept against centred per figure):
+    `kept` only if, at the largest step both variants reached, it beats `centred` on some figure with intervals apart
+    and loses on none."""
     steps = {r["step"] for r in rows if r["arm"] == "gaga_kept"} & {
         r["step"] for r in rows if r["arm"] == "gaga_centred"
     }
     if not steps:
-        return "centred", None
+        return "centred", None, {}
     largest = max(steps)
     kept, centred = (next(r for r in rows if r["arm"] == a and r["step"] == largest) for a in GAGA_ARMS[::-1])
-    outcomes = {compare(kept, centred, key) for key in HIGHER_IS_BETTER}
-    return ("kept" if "beats" in outcomes and "loses" not in outcomes else "centred"), largest
+    outcomes = {key: compare(kept, centred, key) for key in HIGHER_IS_BETTER}
+    wins = set(outcomes.values())
+    return ("kept" if "beats" in wins and "loses" not in wins else "centred"), largest, outcomes
 
 
 def verdict(rows: list[dict]) -> str:
@@ -339,8 +341,9 @@ def verdict(rows: list[dict]) -> str:
                 lines.append(
                     f"| {step:,} | {arm} | {'yes' if has_molecules(mine) else 'no'} | " + " | ".join(cells) + " |"
                 )
-    features, step = default_features(rows)
-    lines += ["", f"Default gaga.features={features} (kept against centred at step {step:,})."]
+    features, step, outcomes = default_features(rows)
+    against = ", ".join(f"{key} {outcome}" for key, outcome in outcomes.items())
+    lines += ["", f"Default gaga.features={features}; kept against centred at step {step:,}: {against}."]
     return "\n".join(lines)
 
 
