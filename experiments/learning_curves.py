@@ -316,7 +316,8 @@ def default_features(rows: list[dict]) -> tuple[str, int | None, dict[str, str]]
     if not steps:
         return "centred", None, {}
     largest = max(steps)
-    kept, centred = (next(r for r in rows if r["arm"] == a and r["step"] == largest) for a in GAGA_ARMS[::-1])
+    row_at = {(r["arm"], r["step"]): r for r in rows}
+    kept, centred = row_at["gaga_kept", largest], row_at["gaga_centred", largest]
     outcomes = {key: compare(kept, centred, key) for key in HIGHER_IS_BETTER}
     wins = set(outcomes.values())
     return ("kept" if "beats" in wins and "loses" not in wins else "centred"), largest, outcomes
@@ -343,7 +344,8 @@ def verdict(rows: list[dict]) -> str:
                 )
     features, step, outcomes = default_features(rows)
     against = ", ".join(f"{key} {outcome}" for key, outcome in outcomes.items())
-    lines += ["", f"Default gaga.features={features}; kept against centred at step {step:,}: {against}."]
+    decided = f"kept against centred at step {step:,}: {against}" if step else "no step with both variants"
+    lines += ["", f"Default gaga.features={features}; {decided}."]
     return "\n".join(lines)
 
 

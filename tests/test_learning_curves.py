@@ -58,3 +58,9 @@ def test_default_follows_the_largest_budget(kept, expected):
     rows = [row("gaga_centred", 10, 60.0, 3.0), row("gaga_kept", 10, 50.0, 4.0)]  # an earlier step does not decide
     rows += [row("gaga_centred", 20, 81.0, 1.4), row("gaga_kept", 20, *kept)]
     assert learning_curves.default_features(rows)[:2] == (expected, 20)
+
+
+def test_verdict_without_both_variants_keeps_centred():
+    rows = [row("edm", 5, 70.0, 2.5), row("gaga_centred", 5, 81.0, 1.5)]
+    assert learning_curves.verdict(rows).endswith("Default gaga.features=centred; no step with both variants.")
+    assert learning_curves.verdict(rows[:1]).startswith("No arm has molecules yet")
